@@ -1,0 +1,209 @@
+"""The ASGI application: the app factory, its lifespan, the routes and error rendering."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.auth import ClientKeys, Identity
+from proxy.chat import chat_completions
+from proxy.config import Settings
+from proxy.errors import BodyTooLarge, InvalidRequest, NotFound, ProxyError
+from proxy.models import ModelTable
+from proxy.translate.errors import from_upstream
+from proxy.upstream import InProcessTransport, Upstream
+
+log = logging.getLogger("proxy")
+
+
+class Gateway:
+    """What every request handler needs, built once at start-up."""
+
+    def __init__(self, settings: Settings, upstream: Upstream) -> None:
+        self.settings = settings
+        self.models: ModelTable = settings.model_table()
+        self.client_keys = ClientKeys(settings.api_keys)
+        self.upstream = upstream
+        self.ready = False
+        self._model_list: tuple[float, list[dict[str, Any]]] | None = None
+
+    def authenticate(self, request: Request) -> Identity:
+        identity = self.client_keys.authenticate(request.headers)
+        request.state.identity = identity
+        return identity
+
+    async def read_json(self, request: Request) -> Any:
+        """The request body parsed as JSON, refusing bodies over the configured limit early."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                parts.append(chunk)
+        except ClientDisconnect:
+            raise InvalidRequest("the client closed the connection before sending the whole body") from None
+        raw = b"".join(parts)
+        if not raw:
+            raise InvalidRequest("The request body is empty; send a JSON object.")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The upstream's models in OpenAI's shape, cached briefly, plus the configured aliases."""
+        now = time.monotonic()
+        if self._model_list and now - self._model_list[0] < self.settings.models_cache_seconds:
+            return self._model_list[1]
+        reply = await self.upstream.request("GET", "/v1/models?limit=1000")
+        if reply.status != 200:
+            raise from_upstream(reply.status, reply.body, reply.headers)
+        listed = orjson.loads(reply.body).get("data", [])
+        models = [_openai_model(entry) for entry in listed if isinstance(entry, dict) and "id" in entry]
+        for alias in self.models.aliases:
+            models.append({"id": alias, "object": "model", "created": 0, "owned_by": "claude-proxy"})
+        self._model_list = (now, models)
+        return models
+
+
+def _openai_model(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": entry["id"],
+        "object": "model",
+        "created": _epoch(entry.get("created_at")),
+        "owned_by": "anthropic",
+    }
+
+
+def _epoch(rfc3339: Any) -> int:
+    if not isinstance(rfc3339, str):
+        return 0
+    try:
+        return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+
+
+# --- routes -------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    if gateway.ready:
+        return Response(b'{"status":"ready"}', media_type="application/json")
+    return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
+
+
+async def models(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    gateway.authenticate(request)
+    data = await gateway.list_models()
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def model(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    gateway.authenticate(request)
+    wanted = request.path_params["model"]
+    for entry in await gateway.list_models():
+        if entry["id"] == wanted:
+            return Response(orjson.dumps(entry), media_type="application/json")
+    raise NotFound(f"The model '{wanted}' does not exist.", param="model", code="model_not_found")
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def error_response(error: ProxyError) -> Response:
+    return Response(
+        error.to_json(), status_code=error.status_code, media_type="application/json", headers=error.headers
+    )
+
+
+async def _on_proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    return error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: ProxyError = NotFound(f"Unknown route: {request.method} {request.url.path}", code="unknown_url")
+    else:
+        error = InvalidRequest(str(exc.detail), status=exc.status_code)
+    return error_response(error)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(ProxyError("The gateway hit an internal error; it has been logged."))
+
+
+# --- factory ------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    """Build the gateway. ``transport`` replaces the network (tests); with neither a transport nor
+    an upstream key the built-in simulator answers in-process."""
+    if transport is None and settings.simulating:
+        from proxy.simulator import create_app as create_simulator
+
+        transport = InProcessTransport(create_simulator(table=settings.model_table()))
+        log.warning(
+            "SIMULATOR MODE: no ANTHROPIC_API_KEY is set, so answers come from the built-in simulator, "
+            "not from Claude. Set ANTHROPIC_API_KEY to serve real completions."
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway = Gateway(settings, Upstream(settings, transport=transport))
+        app.state.gateway = gateway
+        gateway.ready = True
+        try:
+            yield
+        finally:
+            gateway.ready = False
+            await gateway.upstream.aclose()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", model, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ProxyError: _on_proxy_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
+    )

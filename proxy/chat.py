@@ -1,0 +1,127 @@
+"""POST /v1/chat/completions: translate, call the upstream, translate back.
+
+Glue only: every mapping decision lives in ``proxy/translate``, every network decision in
+``proxy/upstream.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError
+from proxy.sse import SSEDecoder
+from proxy.translate.errors import from_upstream
+from proxy.translate.request import TranslatedRequest, to_messages_request
+from proxy.translate.response import to_chat_completion
+from proxy.translate.stream import StreamTranslator
+from proxy.upstream import UpstreamReply, UpstreamStream
+
+if TYPE_CHECKING:
+    from proxy.app import Gateway
+
+log = logging.getLogger("proxy.chat")
+
+MESSAGES_PATH = "/v1/messages"
+SSE_HEADERS = {
+    "cache-control": "no-cache",
+    # Tells nginx-style proxies in front of us not to buffer the stream.
+    "x-accel-buffering": "no",
+}
+
+
+async def chat_completions(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    started = time.perf_counter()
+    gateway.authenticate(request)
+    body = await gateway.read_json(request)
+    translated = to_messages_request(body, gateway.models)
+    try:
+        payload = orjson.dumps(translated.upstream)
+    except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes (it reads deeper than it writes)
+        raise InvalidRequest(f"The request cannot be forwarded: {exc}.") from None
+    if translated.stream:
+        return await _stream(gateway, translated, payload, started)
+    return await _complete(gateway, payload, started)
+
+
+async def _complete(gateway: Gateway, payload: bytes, started: float) -> Response:
+    reply = await gateway.upstream.request("POST", MESSAGES_PATH, payload)
+    if reply.status != 200:
+        raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
+    try:
+        message = orjson.loads(reply.body)
+        completion = to_chat_completion(message, created=int(time.time()))
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise UpstreamError("the upstream API answered with a malformed message") from exc
+    return Response(
+        orjson.dumps(completion),
+        media_type="application/json",
+        headers=_answer_headers(reply, started),
+    )
+
+
+async def _stream(gateway: Gateway, translated: TranslatedRequest, payload: bytes, started: float) -> Response:
+    opened = await gateway.upstream.open_stream(MESSAGES_PATH, payload)
+    if isinstance(opened, UpstreamReply):
+        # Nothing has reached the client yet, so an error here is an ordinary JSON error response.
+        raise _with_request_id(from_upstream(opened.status, opened.body, opened.headers), opened)
+    translator = StreamTranslator(
+        created=int(time.time()), include_usage=translated.include_usage, model=translated.model
+    )
+    return StreamingResponse(
+        _relay(opened, translator),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **_answer_headers(opened, started)},
+    )
+
+
+async def _relay(stream: UpstreamStream, translator: StreamTranslator) -> AsyncIterator[bytes]:
+    """Forward each upstream event as soon as it is decoded. Starlette cancels this generator
+    when the client disconnects; the ``finally`` then closes the upstream response at once."""
+    decoder = SSEDecoder()
+    try:
+        async for chunk in stream.iter_bytes():
+            for event, data in decoder.feed(chunk):
+                out = translator.feed(event, data)
+                if out:
+                    yield out
+                if translator.done:
+                    return
+        for event, data in decoder.flush():
+            out = translator.feed(event, data)
+            if out:
+                yield out
+        if translator.done:
+            return
+        if translator.finish_reason is None:
+            # The upstream closed without message_delta/message_stop: never pass that off as a clean stop.
+            yield translator.fail(UpstreamError("the upstream stream ended before the message was complete"))
+            return
+        yield translator.finish()
+    except ProxyError as exc:
+        log.warning("upstream stream failed: %r", exc)
+        yield translator.fail(exc)
+    finally:
+        await stream.aclose()
+
+
+def _answer_headers(reply: UpstreamReply | UpstreamStream, started: float) -> dict[str, str]:
+    total_ms = (time.perf_counter() - started) * 1000
+    upstream_ms = reply.elapsed * 1000
+    headers = {"server-timing": f"upstream;dur={upstream_ms:.1f}, gateway;dur={max(total_ms - upstream_ms, 0):.1f}"}
+    if reply.request_id:
+        headers["request-id"] = reply.request_id
+    return headers
+
+
+def _with_request_id(error: ProxyError, reply: UpstreamReply) -> ProxyError:
+    if reply.request_id:
+        error.headers.setdefault("request-id", reply.request_id)
+    return error

@@ -1,0 +1,189 @@
+"""Settings: defaults, then the YAML file, then the environment (the environment wins).
+
+Every setting is documented, with its default, in ``config.example.yaml``. The handful of
+environment variables fixed by the interface (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``,
+``PROXY_API_KEYS``, ``PROXY_CONFIG``, ``PROXY_STORE``, ``PROXY_ADMIN_KEY``) are named explicitly;
+any other top-level scalar can be set as ``PROXY_<NAME>`` (e.g. ``PROXY_PORT=9000``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from proxy.models import CapsRow, ModelTable
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which setting and how to fix it."""
+
+
+def _split_csv(value: Any) -> Any:
+    # Environment variables carry lists as "a,b,c"; YAML may carry a list or the same string.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+KeyList = Annotated[list[SecretStr], NoDecode]
+
+
+class UpstreamKeySetting(BaseModel):
+    """One Anthropic key of the pool: given inline, or named by the environment variable holding it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr | None = None
+    env: str | None = None
+    weight: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"key": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> UpstreamKeySetting:
+        if (self.key is None) == (self.env is None):
+            raise ValueError("give each upstream key as `key:` or `env:`, not both or neither")
+        if self.env is not None and not os.environ.get(self.env):
+            raise ValueError(f"environment variable {self.env} (named by an upstream key) is not set")
+        return self
+
+    def secret(self) -> str:
+        if self.key is not None:
+            return self.key.get_secret_value()
+        return os.environ[self.env or ""]
+
+
+class UpstreamSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="connection pool under the httpx client: aiohttp's (faster under load) or httpx's own"
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection to the upstream")
+    first_byte_timeout: float = Field(600.0, gt=0, description="seconds to wait for the upstream's response headers")
+    idle_timeout: float = Field(
+        300.0, gt=0, description="seconds allowed between two reads of an upstream body or stream"
+    )
+    request_timeout: float = Field(
+        600.0, gt=0, description="deadline for a whole request (a stream: until its first byte), retries included"
+    )
+    max_attempts: int = Field(3, ge=1, le=10, description="upstream attempts per request, retries included")
+    retry_deadline: float = Field(60.0, gt=0, description="seconds after which no new retry starts")
+    max_backoff: float = Field(8.0, gt=0, description="longest exponential-backoff sleep between two attempts")
+    max_retry_after: float = Field(
+        20.0, ge=0, description="longest upstream retry-after honoured; a longer one is answered at once"
+    )
+    max_in_flight: int = Field(
+        512, ge=1, description="upstream calls in flight at once; beyond it new requests get 503 at once"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROXY_",
+        extra="forbid",
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    log_level: str = "info"
+
+    anthropic_api_key: Annotated[list[UpstreamKeySetting], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str = Field(
+        "https://api.anthropic.com",
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url"),
+    )
+    anthropic_version: str = "2026-10-21"
+
+    api_keys: KeyList = Field(default_factory=list, validation_alias=AliasChoices("PROXY_API_KEYS", "api_keys"))
+    allow_anonymous: bool = False
+    store: str = Field("./claude-proxy.db", validation_alias=AliasChoices("PROXY_STORE", "store"))
+    admin_key: SecretStr | None = Field(None, validation_alias=AliasChoices("PROXY_ADMIN_KEY", "admin_key"))
+
+    simulate: bool | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    models_cache_seconds: float = Field(300.0, ge=0)
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    models: dict[str, CapsRow] = Field(default_factory=dict)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+
+    @field_validator("anthropic_api_key", "api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; putting env first makes the environment win.
+        return (env_settings, init_settings)
+
+    # --- derived views -------------------------------------------------------------
+
+    @property
+    def simulating(self) -> bool:
+        return self.simulate if self.simulate is not None else not self.anthropic_api_key
+
+    @property
+    def bind_is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def model_table(self) -> ModelTable:
+        return ModelTable.with_overrides(self.models, self.model_aliases)
+
+    def check_can_serve(self) -> None:
+        """Refuse configurations that would expose Claude to anyone who can reach the port."""
+        if self.api_keys or self.allow_anonymous or self.bind_is_loopback:
+            return
+        raise ConfigError(
+            f"refusing to serve on {self.host}:{self.port} without client keys: anyone who can reach "
+            "this address could spend your Anthropic credit. Set PROXY_API_KEYS=key1,key2 (or `api_keys:` "
+            "in the config file), or opt in to anonymous access explicitly with PROXY_ALLOW_ANONYMOUS=true."
+        )
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (``--config`` or ``PROXY_CONFIG``), then the environment, then ``overrides``."""
+    path = config_file or os.environ.get("PROXY_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings")
+        file_values = loaded or {}
+    try:
+        settings = Settings(**file_values)
+        if overrides:
+            settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        settings.model_table()  # validates the model rows now rather than on the first request
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    return settings

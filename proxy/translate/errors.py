@@ -1,0 +1,204 @@
+"""Upstream (Anthropic) failures → the gateway's own `ProxyError`s.
+
+Two tables drive everything: `_BY_STATUS` maps an upstream HTTP status to the gateway error
+(and so to the status and OpenAI error type the client sees), and `_STATUS_OF_TYPE` gives each
+Anthropic error type its canonical status, used for `error` events inside a stream (which have
+no status of their own) and for unlisted non-4xx statuses. What is left falls back by range:
+other 4xx → `InvalidRequest` with that status, anything else → `UpstreamError`.
+
+Messages: a 4xx keeps upstream's wording (it names the field at fault, e.g. ``messages.1.content``;
+``param`` stays None because that path is in Anthropic's request, not the client's); a 5xx says
+which status upstream answered, since the client sees a different one; a 401 never repeats
+upstream's text, which may quote the key. Bodies that are not JSON are reduced to a short excerpt.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from proxy.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ProxyError,
+    RateLimited,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+__all__ = ["from_error_event", "from_upstream", "status_of_error_event"]
+
+_BY_STATUS: dict[int, type[ProxyError]] = {
+    400: InvalidRequest,
+    401: UpstreamAuthFailed,
+    403: PermissionDenied,
+    404: NotFound,
+    413: BodyTooLarge,
+    429: RateLimited,
+    500: UpstreamError,
+    502: UpstreamUnavailable,
+    503: UpstreamUnavailable,
+    504: UpstreamTimeout,
+    529: UpstreamOverloaded,
+}
+
+# anthropic.types.shared.ErrorType, plus the 413 body type the API documents.
+_STATUS_OF_TYPE: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+# Statuses whose Retry-After the client can act on.
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+_UPSTREAM_AUTH_MESSAGE = (
+    "The gateway's upstream credentials were rejected by Anthropic. "
+    "This is a gateway configuration problem, not a problem with your API key."
+)
+_MAX_MESSAGE = 2000
+_MAX_EXCERPT = 200
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
+
+
+def from_upstream(status: int, body: bytes, headers: Mapping[str, str] | None = None) -> ProxyError:
+    """The error for an upstream response with a non-2xx `status` and its raw `body`."""
+    error = _error_object(body)
+    if error is None:
+        detail = _excerpt(body)
+        message = f"Upstream returned HTTP {status}" + (f": {detail}" if detail else ".")
+        return _build(status, message, None, headers, server_prefix="")
+    prefix = f"Upstream returned HTTP {status}: "
+    if status not in _BY_STATUS and not 400 <= status < 500:
+        # An unlisted 5xx (say 520 from a CDN) may still say what happened in its body.
+        status = _STATUS_OF_TYPE.get(_kind(error), status)
+    return _build(status, _message(error), _error_code(error), headers, server_prefix=prefix)
+
+
+def status_of_error_event(data: dict[str, Any]) -> int:
+    """The HTTP status the API uses for the error type in a stream's `error` event (500 if unknown)."""
+    error = data.get("error")
+    return _STATUS_OF_TYPE.get(_kind(error), 500) if isinstance(error, dict) else 500
+
+
+def from_error_event(data: dict[str, Any]) -> ProxyError:
+    """The error for an `error` event inside a stream: ``{"type": "error", "error": {...}}``."""
+    error = data.get("error")
+    if not isinstance(error, dict):
+        return UpstreamError("Upstream sent a malformed error event mid-stream.")
+    kind = _kind(error)
+    status = _STATUS_OF_TYPE.get(kind, 500)
+    prefix = f"Upstream failed mid-stream ({kind}): " if kind else "Upstream failed mid-stream: "
+    return _build(status, _message(error), _error_code(error), None, server_prefix=prefix)
+
+
+def _build(
+    status: int,
+    message: str,
+    code: str | None,
+    headers: Mapping[str, str] | None,
+    *,
+    server_prefix: str,
+) -> ProxyError:
+    cls = _BY_STATUS.get(status)
+    override: int | None = None
+    if cls is None:
+        if 400 <= status < 500:
+            cls, override = InvalidRequest, status
+        else:
+            cls = UpstreamError
+    if cls is UpstreamAuthFailed:
+        message = _UPSTREAM_AUTH_MESSAGE
+    elif issubclass(cls, UpstreamError):
+        message = server_prefix + message
+    extra: dict[str, str] = {}
+    if headers is not None and (override or cls.status) in _RETRY_AFTER_STATUSES:
+        retry_after = _retry_after(headers)
+        if retry_after is not None:
+            extra["Retry-After"] = retry_after
+    return cls(message, code=code, status=override, headers=extra)
+
+
+def _error_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict):
+            return error
+    return None
+
+
+def _kind(error: dict[str, Any]) -> str:
+    kind = error.get("type")
+    return kind if isinstance(kind, str) else ""
+
+
+def _message(error: dict[str, Any]) -> str:
+    message = error.get("message")
+    if not isinstance(message, str) or not message.strip():
+        kind = _kind(error)
+        return f"Upstream {kind}." if kind else "Upstream error."
+    return _truncate(message, _MAX_MESSAGE)
+
+
+def _error_code(error: dict[str, Any]) -> str | None:
+    # `error.details.error_code` is the API's stable machine-readable cause (see
+    # anthropic._exceptions.extract_error_code); otherwise the class default applies.
+    details = error.get("details")
+    if isinstance(details, dict):
+        code = details.get("error_code")
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _excerpt(body: bytes) -> str:
+    head = body[:8192]
+    title = _TITLE.search(head)
+    raw = title.group(1) if title else head[: _MAX_EXCERPT * 4]
+    text = _SPACE.sub(" ", raw.decode("utf-8", "replace")).strip()
+    return _truncate(text, _MAX_EXCERPT)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _retry_after(headers: Mapping[str, str]) -> str | None:
+    """Whole seconds, rounded up, from ``retry-after-ms`` (preferred) or ``retry-after``.
+
+    An HTTP-date ``retry-after`` is ignored: Anthropic sends seconds, and turning a date into a
+    delay needs a clock, which this module does not read.
+    """
+    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in ("retry-after", "retry-after-ms")}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = lowered.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return str(math.ceil(seconds))
+    return None

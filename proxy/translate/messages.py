@@ -1,0 +1,455 @@
+"""OpenAI chat `messages` → Messages API `system` and `messages` (design §2).
+
+One small function per OpenAI role and per content part type. The input is whatever JSON the
+client sent, so every access is type-checked first and every failure is an `InvalidRequest`
+whose `param` is the exact path at fault (``messages[2].content[0].image_url.url``).
+
+Upstream rules this module owns, so that the request never fails for a reason the client
+cannot see in its own body:
+
+- text blocks must contain non-whitespace text: blank text is dropped everywhere;
+- turns alternate: consecutive turns of one role are merged, `tool_result` blocks first;
+- a final assistant turn (prefill) must not end in whitespace, and some models refuse it.
+
+The small error helpers at the end are shared with `request.py`; their wording and codes follow
+the OpenAI API's own 400s (``invalid_type``, ``missing_required_parameter`` …).
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import orjson
+
+from proxy.errors import InvalidRequest
+
+__all__ = ["convert_messages"]
+
+Block = dict[str, Any]
+Turn = dict[str, Any]
+
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+def convert_messages(raw: Any, *, model: str, prefill: bool) -> tuple[list[Block], list[Turn]]:
+    """The `system` text blocks and the `messages` turns for the client's `messages` list.
+
+    `prefill` says whether `model` accepts a final assistant turn (from the model table).
+    """
+    if not isinstance(raw, list):
+        if raw is None:
+            missing("messages")
+        invalid_type("messages", "an array", raw)
+    if not raw:
+        invalid_value("messages", "expected at least one message.")
+    conversation = _Conversation()
+    for index, message in enumerate(raw):
+        path = f"messages[{index}]"
+        if not isinstance(message, dict):
+            invalid_type(path, "an object", message)
+        role = message.get("role")
+        handler = _ROLES.get(role) if isinstance(role, str) else None
+        if handler is None:
+            if role is None:
+                missing(f"{path}.role")
+            if not isinstance(role, str):
+                invalid_type(f"{path}.role", "a string", role)
+            invalid_value(
+                f"{path}.role",
+                f"{role!r}. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.",
+            )
+        handler(message, path, index, conversation)
+    conversation.finish(model=model, prefill=prefill)
+    return conversation.system, conversation.turns
+
+
+class _Conversation:
+    """The turns built so far, with what merging and legacy function calls need to remember."""
+
+    __slots__ = ("function_calls", "sources", "system", "turns")
+
+    def __init__(self) -> None:
+        self.system: list[Block] = []
+        self.turns: list[Turn] = []
+        self.sources: list[int] = []  # per turn: index of the last client message merged into it
+        self.function_calls: list[tuple[str, str]] = []  # legacy (name, id) still awaiting a result
+
+    def add(self, role: str, blocks: list[Block], index: int) -> None:
+        if not blocks:
+            return
+        if self.turns and self.turns[-1]["role"] == role:
+            content: list[Block] = self.turns[-1]["content"]
+            content.extend(blocks)
+            if role == "user" and blocks[0]["type"] == "tool_result":
+                # The API wants tool results before anything else in a user turn; sort is stable.
+                content.sort(key=_not_tool_result)
+            self.sources[-1] = index
+        else:
+            self.turns.append({"role": role, "content": blocks})
+            self.sources.append(index)
+
+    def finish(self, *, model: str, prefill: bool) -> None:
+        if not self.turns:
+            invalid_value("messages", "expected at least one user or assistant message with content.")
+        last = self.turns[-1]
+        if last["role"] != "assistant":
+            return
+        content: list[Block] = last["content"]
+        if any(block["type"] == "tool_use" for block in content):
+            return  # an unanswered tool call, not a prefill: upstream judges it
+        # Only text blocks are left, none of them blank, so stripping never empties the turn.
+        content[-1] = {"type": "text", "text": content[-1]["text"].rstrip()}
+        if not prefill:
+            raise InvalidRequest(
+                f"The model {model!r} does not accept prefill: the conversation must not end with "
+                "an assistant message. Remove the trailing assistant message.",
+                param=f"messages[{self.sources[-1]}]",
+                code="unsupported_value",
+            )
+
+
+def _not_tool_result(block: Block) -> bool:
+    return bool(block["type"] != "tool_result")
+
+
+# Roles ---------------------------------------------------------------------------------------
+
+
+def _system(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
+    # Hoisted wherever it appears: system and developer messages are both instructions.
+    content = required(message, "content", path)
+    conversation.system.extend(_text_blocks(content, f"{path}.content", refusal=False))
+
+
+def _user(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
+    content = required(message, "content", path)
+    content_path = f"{path}.content"
+    if isinstance(content, str):
+        blocks = _text(content)
+    elif isinstance(content, list):
+        blocks = []
+        for j, part in enumerate(content):
+            block = _user_part(part, f"{content_path}[{j}]")
+            if block is not None:
+                blocks.append(block)
+    else:
+        invalid_type(content_path, "a string or an array of content parts", content)
+    if not blocks:
+        invalid_value(content_path, "a user message must contain non-empty text, an image or a file.")
+    conversation.add("user", blocks, index)
+
+
+def _assistant(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
+    blocks: list[Block] = []
+    content = message.get("content")
+    if content is not None:
+        blocks = _text_blocks(content, f"{path}.content", refusal=True)
+    refusal = message.get("refusal")
+    if refusal is not None:
+        # An echoed OpenAI refusal (content null, refusal set) is what the model said: keep it as text.
+        if not isinstance(refusal, str):
+            invalid_type(f"{path}.refusal", "a string", refusal)
+        blocks.extend(_text(refusal))
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list):
+            invalid_type(f"{path}.tool_calls", "an array", tool_calls)
+        for j, call in enumerate(tool_calls):
+            blocks.append(_tool_use(call, f"{path}.tool_calls[{j}]"))
+    function_call = message.get("function_call")
+    if function_call is not None:
+        # Legacy calls carry no id: synthesize one from the message index, stable across retries.
+        call_id = f"call_{index}"
+        block = _function_use(function_call, call_id, f"{path}.function_call")
+        conversation.function_calls.append((block["name"], call_id))
+        blocks.append(block)
+    conversation.add("assistant", blocks, index)
+
+
+def _tool(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
+    tool_call_id = required_string(message, "tool_call_id", path)
+    content = required(message, "content", path)
+    conversation.add("user", [_tool_result(tool_call_id, content, f"{path}.content")], index)
+
+
+def _function(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
+    name = required_string(message, "name", path)
+    # The most recent unanswered legacy call of that name is the one this message answers.
+    for k in range(len(conversation.function_calls) - 1, -1, -1):
+        if conversation.function_calls[k][0] == name:
+            call_id = conversation.function_calls.pop(k)[1]
+            break
+    else:
+        invalid_value(f"{path}.name", f"no earlier assistant message has a function_call named {name!r}.")
+    result = _tool_result(call_id, message.get("content"), f"{path}.content")
+    conversation.add("user", [result], index)
+
+
+_Role = Callable[[dict[str, Any], str, int, _Conversation], None]
+_ROLES: dict[str, _Role] = {
+    "system": _system,
+    "developer": _system,
+    "user": _user,
+    "assistant": _assistant,
+    "tool": _tool,
+    "function": _function,
+}
+
+
+# Content -------------------------------------------------------------------------------------
+
+
+def _text(text: str) -> list[Block]:
+    return [{"type": "text", "text": text}] if text and not text.isspace() else []
+
+
+def _text_blocks(content: Any, path: str, *, refusal: bool) -> list[Block]:
+    """Text-only content: a string, or an array of `text` (and, for assistants, `refusal`) parts."""
+    if isinstance(content, str):
+        return _text(content)
+    if not isinstance(content, list):
+        invalid_type(path, "a string or an array of text parts", content)
+    blocks: list[Block] = []
+    for j, part in enumerate(content):
+        part_path = f"{path}[{j}]"
+        kind = _part_type(part, part_path)
+        if kind == "text" or (refusal and kind == "refusal"):
+            blocks.extend(_text(required_type(part, kind, part_path, str, "a string")))
+        else:
+            allowed = "'text' or 'refusal'" if refusal else "'text'"
+            unsupported_value(f"{part_path}.type", f"{kind!r} parts are not accepted here, only {allowed}.")
+    return blocks
+
+
+def _part_type(part: Any, path: str) -> str:
+    if not isinstance(part, dict):
+        invalid_type(path, "an object", part)
+    kind: str = required_type(part, "type", path, str, "a string")
+    return kind
+
+
+def _user_part(part: Any, path: str) -> Block | None:
+    kind = _part_type(part, path)
+    convert = _USER_PARTS.get(kind)
+    if convert is None:
+        unsupported_value(
+            f"{path}.type", f"unknown content part type {kind!r}; supported: 'text', 'image_url', 'file'."
+        )
+    return convert(part, path)
+
+
+def _text_part(part: dict[str, Any], path: str) -> Block | None:
+    blocks = _text(required_type(part, "text", path, str, "a string"))
+    return blocks[0] if blocks else None
+
+
+def _image_part(part: dict[str, Any], path: str) -> Block:
+    # `detail` has no Messages API equivalent and is dropped.
+    image_url = required_type(part, "image_url", path, dict, "an object")
+    url_path = f"{path}.image_url.url"
+    url = required_type(image_url, "url", f"{path}.image_url", str, "a string")
+    scheme = url[:8].lower()
+    if scheme.startswith("data:"):
+        media_type, data, raw = _data_url(url, url_path)
+        if media_type not in IMAGE_MEDIA_TYPES:
+            unsupported_value(
+                url_path,
+                f"image media type {media_type!r} is not supported; use image/jpeg, image/png, "
+                "image/gif or image/webp.",
+            )
+        # Clients often mislabel images (a PNG sent as image/jpeg); upstream checks the bytes
+        # against the declared type and refuses a mismatch, so trust the magic number instead.
+        media_type = _sniff_image(raw) or media_type
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if scheme.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    unsupported_value(url_path, "an image URL must be an http(s) URL or a base64 data: URL.")
+
+
+def _file_part(part: dict[str, Any], path: str) -> Block:
+    file = required_type(part, "file", path, dict, "an object")
+    file_path = f"{path}.file"
+    if file.get("file_id") is not None:
+        unsupported_value(
+            f"{file_path}.file_id", "uploaded file ids are not supported; send the file inline as file_data."
+        )
+    data_path = f"{file_path}.file_data"
+    url = required_type(file, "file_data", file_path, str, "a string")
+    if url[:5].lower() != "data:":
+        invalid_value(data_path, "expected a data: URL (data:application/pdf;base64,…).")
+    media_type, data, _ = _data_url(url, data_path)
+    if media_type != "application/pdf":
+        unsupported_value(data_path, f"file media type {media_type!r} is not supported; only application/pdf.")
+    block: Block = {"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    filename = file.get("filename")
+    if filename is not None:
+        if not isinstance(filename, str):
+            invalid_type(f"{file_path}.filename", "a string", filename)
+        if filename:
+            block["title"] = filename
+    return block
+
+
+def _audio_part(part: dict[str, Any], path: str) -> NoReturn:
+    unsupported_value(f"{path}.type", "audio input is not supported by this gateway.")
+
+
+_Part = Callable[[dict[str, Any], str], Block | None]
+_USER_PARTS: dict[str, _Part] = {
+    "text": _text_part,
+    "image_url": _image_part,
+    "file": _file_part,
+    "input_audio": _audio_part,
+}
+
+
+def _data_url(url: str, path: str) -> tuple[str, str, bytes]:
+    """Media type (lower-cased), base64 payload and decoded bytes of a ``data:…;base64,…`` URL."""
+    header, comma, data = url[5:].partition(",")
+    if not comma:
+        invalid_value(path, "malformed data: URL (no comma before the data).")
+    media_type, *options = header.split(";")
+    if "base64" not in (option.strip().lower() for option in options):
+        invalid_value(path, "a data: URL must be base64-encoded (data:<media type>;base64,<data>).")
+    try:
+        raw = binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError):
+        invalid_value(path, "the data: URL's payload is not valid base64.")
+    if not raw:
+        invalid_value(path, "the data: URL's payload is empty.")
+    return media_type.strip().lower(), data, raw
+
+
+def _sniff_image(raw: bytes) -> str | None:
+    if raw.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if raw.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+# Tools ---------------------------------------------------------------------------------------
+
+
+def _tool_use(call: Any, path: str) -> Block:
+    if not isinstance(call, dict):
+        invalid_type(path, "an object", call)
+    kind = call.get("type", "function")
+    if kind != "function":
+        if not isinstance(kind, str):
+            invalid_type(f"{path}.type", "a string", kind)
+        unsupported_value(f"{path}.type", f"{kind!r} tool calls are not supported; only 'function'.")
+    call_id = required_string(call, "id", path)
+    function = required_type(call, "function", path, dict, "an object")
+    return _function_use(function, call_id, f"{path}.function")
+
+
+def _function_use(function: Any, call_id: str, path: str) -> Block:
+    if not isinstance(function, dict):
+        invalid_type(path, "an object", function)
+    name = required_string(function, "name", path)
+    arguments = required_type(function, "arguments", path, str, "a string")
+    return {
+        "type": "tool_use",
+        "id": call_id,
+        "name": name,
+        "input": _arguments(arguments, f"{path}.arguments"),
+    }
+
+
+def _arguments(arguments: str, path: str) -> dict[str, Any]:
+    # Streaming accumulators send "" for a call without parameters; that means {}.
+    if not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except ValueError:
+        invalid_value(path, "the arguments are not valid JSON.")
+    if not isinstance(value, dict):
+        invalid_value(path, "the arguments must be a JSON object.")
+    return value
+
+
+def _tool_result(tool_use_id: str, content: Any, path: str) -> Block:
+    block: Block = {"type": "tool_result", "tool_use_id": tool_use_id}
+    if content is None:
+        return block
+    if isinstance(content, str):
+        # A blank string would be a blank text block upstream; no content says the same.
+        if content and not content.isspace():
+            block["content"] = content
+        return block
+    blocks = _text_blocks(content, path, refusal=False)
+    if blocks:
+        block["content"] = blocks
+    return block
+
+
+# Errors, shared with request.py --------------------------------------------------------------
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def invalid_type(param: str, expected: str, value: Any) -> NoReturn:
+    raise InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}, but got {json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def invalid_value(param: str, detail: str) -> NoReturn:
+    raise InvalidRequest(f"Invalid value for '{param}': {detail}", param=param, code="invalid_value")
+
+
+def unsupported_value(param: str, detail: str) -> NoReturn:
+    raise InvalidRequest(f"Unsupported value for '{param}': {detail}", param=param, code="unsupported_value")
+
+
+def missing(param: str) -> NoReturn:
+    raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+
+
+def required(obj: dict[str, Any], key: str, path: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        missing(f"{path}.{key}")
+    return value
+
+
+def required_type(obj: dict[str, Any], key: str, path: str, kind: type, expected: str) -> Any:
+    value = required(obj, key, path)
+    if not isinstance(value, kind):
+        invalid_type(f"{path}.{key}", expected, value)
+    return value
+
+
+def required_string(obj: dict[str, Any], key: str, path: str) -> str:
+    """A required, non-empty string (ids and names)."""
+    value = required_type(obj, key, path, str, "a string")
+    if not value:
+        invalid_value(f"{path}.{key}", "expected a non-empty string.")
+    result: str = value
+    return result

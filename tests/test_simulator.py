@@ -1,0 +1,791 @@
+"""The simulator answers like Anthropic's Messages API and refuses what it refuses."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anthropic
+import anyio
+import httpx
+import httpx2
+import pytest
+from anthropic.types import Message, MessageTokensCount, ModelInfo
+from anthropic.types.shared.error_response import ErrorResponse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.models import ModelTable
+from proxy.simulator import create_app
+from proxy.simulator.reply import build_message, input_tokens, request_digest, stream_events
+from proxy.simulator.validate import SimError, validate_create
+
+pytestmark = pytest.mark.anyio
+
+HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+SONNET = "claude-sonnet-4-5"
+OPUS = "claude-opus-4-6"
+# The SDK warns (an error under pytest) about deprecated models such as claude-sonnet-4-5.
+HAIKU = "claude-haiku-4-5"
+WEATHER = {
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer"},
+            "detailed": {"type": "boolean"},
+            "ratio": {"type": "number"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "options": {"type": "object"},
+            "note": {"type": "string"},
+        },
+        "required": ["city", "unit", "days", "detailed", "ratio", "tags", "options"],
+    },
+}
+TIME = {
+    "name": "get_time",
+    "input_schema": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
+}
+
+
+def body(text: str = "Hello there, how are you?", **extra: Any) -> dict[str, Any]:
+    return {"model": SONNET, "max_tokens": 256, "messages": [{"role": "user", "content": text}], **extra}
+
+
+@asynccontextmanager
+async def raw_client(**options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(**options))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+        yield client
+
+
+@asynccontextmanager
+async def sdk_client(**options: Any) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    # The installed SDK is built on httpx2 and refuses httpx objects.
+    transport = httpx2.ASGITransport(app=create_app(**options))
+    async with (
+        httpx2.AsyncClient(transport=transport) as http,
+        anthropic.AsyncAnthropic(api_key="k", base_url="http://sim", http_client=http, max_retries=0) as client,
+    ):
+        yield client
+
+
+async def post(request: dict[str, Any], path: str = "/v1/messages", **options: Any) -> httpx.Response:
+    async with raw_client(**options) as client:
+        return await client.post(path, json=request, headers=HEADERS)
+
+
+def error_of(response: httpx.Response) -> tuple[str, str]:
+    parsed = ErrorResponse.model_validate(response.json())
+    assert parsed.request_id == response.headers["request-id"]
+    return parsed.error.type, parsed.error.message
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for chunk in text.split("\n\n"):
+        if not chunk.strip():
+            continue
+        event_line, data_line = chunk.split("\n")
+        name = event_line.removeprefix("event: ")
+        data = json.loads(data_line.removeprefix("data: "))
+        assert data["type"] == name
+        events.append((name, data))
+    return events
+
+
+def reassemble(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    message: dict[str, Any] = {}
+    buffers: dict[int, str] = {}
+    for name, data in events:
+        if name == "message_start":
+            message = copy.deepcopy(data["message"])
+        elif name == "content_block_start":
+            assert data["index"] == len(message["content"])
+            message["content"].append(dict(data["content_block"]))
+        elif name == "content_block_delta":
+            block, delta = message["content"][data["index"]], data["delta"]
+            if delta["type"] == "text_delta":
+                block["text"] += delta["text"]
+            elif delta["type"] == "thinking_delta":
+                block["thinking"] += delta["thinking"]
+            elif delta["type"] == "signature_delta":
+                block["signature"] = delta["signature"]
+            else:
+                buffers[data["index"]] = buffers.get(data["index"], "") + delta["partial_json"]
+        elif name == "content_block_stop":
+            if data["index"] in buffers:
+                message["content"][data["index"]]["input"] = json.loads(buffers[data["index"]] or "{}")
+        elif name == "message_delta":
+            message.update(data["delta"])
+            message["usage"].update(data["usage"])
+    return message
+
+
+# --- the official SDK against the simulator ---------------------------------------------------
+
+
+async def test_sdk_create_returns_a_message() -> None:
+    async with sdk_client() as client:
+        raw = await client.messages.with_raw_response.create(
+            model=HAIKU, max_tokens=256, messages=[{"role": "user", "content": "Hello there, how are you?"}]
+        )
+        message = await raw.parse()
+    assert raw.headers["request-id"].startswith("req_011")
+    assert message.id.startswith("msg_01")
+    assert message.role == "assistant" and message.model == HAIKU
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    [block] = message.content
+    assert block.type == "text"
+    assert block.text.startswith("Hello! You said: Hello there, how are you?")
+    assert 35 <= len(block.text.split()) <= 45
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    assert message.usage.cache_creation_input_tokens == 0 and message.usage.cache_read_input_tokens == 0
+    assert message.usage.service_tier == "standard"
+
+
+async def test_sdk_stream_final_message_equals_create() -> None:
+    request = body("Tell me about get_weather in Paris", tools=[WEATHER, TIME], model=HAIKU)
+    async with sdk_client() as client:
+        created = await client.messages.create(**request)
+        async with client.messages.stream(**request) as stream:
+            final = await stream.get_final_message()
+    assert final.to_dict() == created.to_dict()
+    assert [block.type for block in final.content] == ["text", "tool_use"]
+
+
+async def test_sdk_stream_with_thinking_equals_create() -> None:
+    request = body(max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048}, model=HAIKU)
+    async with sdk_client() as client:
+        created = await client.messages.create(**request)
+        async with client.messages.stream(**request) as stream:
+            final = await stream.get_final_message()
+    assert final.to_dict() == created.to_dict()
+    assert [block.type for block in created.content] == ["thinking", "text"]
+
+
+async def test_sdk_tool_use_with_two_tools_named_in_text_gives_two_tool_use_blocks() -> None:
+    async with sdk_client() as client:
+        message = await client.messages.create(
+            **body("First get_time, then get_weather for Paris please", tools=[WEATHER, TIME], model=HAIKU)
+        )
+    assert message.stop_reason == "tool_use"
+    assert message.content[0].type == "text"
+    uses = [block for block in message.content if block.type == "tool_use"]
+    assert [use.name for use in uses] == ["get_time", "get_weather"]
+    assert all(use.id.startswith("toolu_01") for use in uses)
+    assert len({use.id for use in uses}) == 2
+    assert uses[0].input == {"tz": "example"}
+    assert uses[1].input == {
+        "city": "example",
+        "unit": "celsius",
+        "days": 1,
+        "detailed": True,
+        "ratio": 1.5,
+        "tags": [],
+        "options": {},
+    }
+
+
+async def test_sdk_disable_parallel_tool_use_gives_one_tool_use_block() -> None:
+    async with sdk_client() as client:
+        message = await client.messages.create(
+            **body(
+                "First get_time, then get_weather for Paris please",
+                tools=[WEATHER, TIME],
+                tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+                model=HAIKU,
+            )
+        )
+    uses = [block for block in message.content if block.type == "tool_use"]
+    assert [use.name for use in uses] == ["get_time"]
+
+
+async def test_sdk_unknown_model_is_404() -> None:
+    async with sdk_client() as client:
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            await client.messages.create(**{**body(), "model": "gpt-4o"})
+    assert caught.value.status_code == 404
+    assert "model: gpt-4o" in str(caught.value)
+
+
+async def test_sdk_simulated_overload_raises_overloaded_error() -> None:
+    async with sdk_client() as client:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await client.messages.create(**body("please SIMULATE_ERROR 529 overloaded_error now", model=HAIKU))
+    assert caught.value.status_code == 529
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+        "request_id": caught.value.request_id,
+    }
+
+
+async def test_sdk_simulated_stream_error_raises_mid_stream() -> None:
+    texts: list[str] = []
+    async with sdk_client() as client:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            async with client.messages.stream(**body("SIMULATE_STREAM_ERROR please", model=HAIKU)) as stream:
+                async for text in stream.text_stream:
+                    texts.append(text)
+    assert texts, "text deltas arrive before the error"
+    assert "overloaded_error" in str(caught.value)
+
+
+async def test_sdk_count_tokens_matches_usage_input_tokens() -> None:
+    request = body("Count these words, please.", system="Be brief.", tools=[WEATHER], model=HAIKU)
+    async with sdk_client() as client:
+        counted = await client.messages.count_tokens(
+            model=request["model"], messages=request["messages"], system=request["system"], tools=request["tools"]
+        )
+        message = await client.messages.create(**request)
+    assert isinstance(counted, MessageTokensCount)
+    assert counted.input_tokens == message.usage.input_tokens > 0
+
+
+async def test_sdk_models_list_and_retrieve() -> None:
+    async with sdk_client() as client:
+        models = [model async for model in client.models.list(limit=5)]
+        one = await client.models.retrieve(OPUS)
+        alias = await client.models.retrieve(HAIKU)
+    ids = [model.id for model in models]
+    assert len(ids) == len(set(ids)) >= 6
+    assert {OPUS, "claude-sonnet-4-6", "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-4-5-20251001"} <= set(ids)
+    assert all(model.type == "model" and model.display_name.startswith("Claude ") for model in models)
+    assert one.id == OPUS and one.display_name == "Claude Opus 4.6"
+    assert one.max_tokens == ModelTable.with_overrides().capabilities(OPUS).max_output_tokens
+    assert alias.id == "claude-haiku-4-5-20251001" and alias.display_name == "Claude Haiku 4.5"
+
+
+# --- the wire format ----------------------------------------------------------------------------
+
+
+async def test_models_list_shape() -> None:
+    async with raw_client() as client:
+        response = await client.get("/v1/models", headers=HEADERS)
+    assert response.status_code == 200
+    page = response.json()
+    assert page["has_more"] is False
+    assert page["first_id"] == page["data"][0]["id"] and page["last_id"] == page["data"][-1]["id"]
+    for info in page["data"]:
+        parsed = ModelInfo.model_validate(info)
+        assert info["created_at"].endswith("Z") and parsed.created_at.tzinfo is not None
+    created = {info["id"]: info["created_at"] for info in page["data"]}
+    assert created["claude-haiku-4-5-20251001"] == "2025-10-01T00:00:00Z"
+    assert "claude-haiku-4-5" not in created, "the list names dated ids, not their aliases"
+
+
+async def test_every_response_has_a_request_id_header() -> None:
+    async with raw_client() as client:
+        responses = [
+            await client.post("/v1/messages", json=body(), headers=HEADERS),
+            await client.post("/v1/messages", json=body(), headers={}),
+            await client.get("/v1/models", headers=HEADERS),
+            await client.get("/v1/nowhere", headers=HEADERS),
+        ]
+    ids = [response.headers["request-id"] for response in responses]
+    assert all(rid.startswith("req_011") for rid in ids) and len(set(ids)) == len(ids)
+    assert error_of(responses[3]) == ("not_found_error", "Not found")
+
+
+async def test_non_streaming_body_is_a_valid_message() -> None:
+    response = await post(body())
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    data = response.json()
+    Message.model_validate(data)
+    assert set(data["usage"]) >= {
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "service_tier",
+    }
+
+
+async def test_stream_event_order_and_format() -> None:
+    response = await post(body(stream=True))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text.startswith("event: message_start\ndata: {")
+    names = [name for name, _ in parse_sse(response.text)]
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert names.count("content_block_delta") > 10, "text arrives word by word"
+    start = parse_sse(response.text)[0][1]["message"]
+    assert start["content"] == [] and start["stop_reason"] is None and start["usage"]["output_tokens"] == 1
+
+
+REASSEMBLY_CASES = {
+    "plain": body(),
+    "system": body(system=[{"type": "text", "text": "You are a pirate."}]),
+    "tools": body("Use get_weather and get_time", tools=[WEATHER, TIME]),
+    "forced_tool": body(tools=[WEATHER, TIME], tool_choice={"type": "tool", "name": "get_weather"}),
+    "thinking": body(max_tokens=3000, thinking={"type": "enabled", "budget_tokens": 1024}),
+    "adaptive_omitted": {**body(thinking={"type": "adaptive", "display": "omitted"}), "model": OPUS},
+    "stop_sequence": body(stop_sequences=["said"]),
+    "max_tokens": body(max_tokens=7),
+    "prefill": body(messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well,"}]),
+    "json_output": body(
+        output_config={"format": {"type": "json_schema", "schema": TIME["input_schema"]}},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REASSEMBLY_CASES))
+async def test_stream_reassembles_to_the_non_streaming_message(case: str) -> None:
+    request = REASSEMBLY_CASES[case]
+    async with raw_client() as client:
+        plain = await client.post("/v1/messages", json=request, headers=HEADERS)
+        streamed = await client.post("/v1/messages", json={**request, "stream": True}, headers=HEADERS)
+    assert plain.status_code == streamed.status_code == 200, plain.text
+    assert reassemble(parse_sse(streamed.text)) == plain.json()
+
+
+async def asgi_chunks(app: Any, request: dict[str, Any]) -> list[bytes]:
+    """The body chunks an ASGI app sends, one per ``http.response.body`` (httpx's transport buffers)."""
+    payload = json.dumps(request).encode()
+    done = anyio.Event()
+    chunks: list[bytes] = []
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("body"):
+                chunks.append(message["body"])
+            if not message.get("more_body"):
+                done.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/messages",
+        "raw_path": b"/v1/messages",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in HEADERS.items()]
+        + [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("sim", 80),
+    }
+    await app(scope, receive, send)
+    return chunks
+
+
+async def test_event_delay_sends_each_event_separately_and_paced() -> None:
+    started = time.monotonic()
+    chunks = await asgi_chunks(create_app(event_delay=0.005), body(stream=True))
+    elapsed = time.monotonic() - started
+    events = parse_sse(b"".join(chunks).decode())
+    assert len(chunks) == len(events) > 10
+    assert elapsed >= 0.005 * (len(events) - 1) * 0.8
+
+
+async def test_without_event_delay_the_stream_is_one_chunk() -> None:
+    chunks = await asgi_chunks(create_app(), body(stream=True))
+    assert len(chunks) == 1
+    assert reassemble(parse_sse(chunks[0].decode()))["stop_reason"] == "end_turn"
+
+
+async def test_same_request_gives_same_body() -> None:
+    async with raw_client() as client:
+        first = await client.post("/v1/messages", json=body(tools=[WEATHER]), headers=HEADERS)
+        second = await client.post("/v1/messages", json=body(tools=[WEATHER]), headers=HEADERS)
+        other = await client.post("/v1/messages", json=body("Something else"), headers=HEADERS)
+    assert first.content == second.content
+    assert first.headers["request-id"] != second.headers["request-id"]
+    assert other.json()["id"] != first.json()["id"]
+
+
+async def test_a_fresh_app_gives_the_same_body() -> None:
+    assert (await post(body())).content == (await post(body())).content
+
+
+# --- reply behaviour ----------------------------------------------------------------------------
+
+
+async def test_stop_sequence_cuts_before_it() -> None:
+    data = (await post(body("Hello there, how are you?", stop_sequences=["how", "You"]))).json()
+    assert data["stop_reason"] == "stop_sequence"
+    assert data["stop_sequence"] == "You"
+    assert data["content"] == [{"type": "text", "text": "Hello! "}]
+
+
+async def test_max_tokens_truncates_the_reply() -> None:
+    data = (await post(body(max_tokens=5))).json()
+    assert data["stop_reason"] == "max_tokens"
+    assert data["usage"]["output_tokens"] == 5
+    assert data["content"] == [{"type": "text", "text": "Hello! You said:"}]
+
+
+async def test_prefill_is_continued_not_repeated_on_sonnet_4_5() -> None:
+    messages = [
+        {"role": "user", "content": "Say hi"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello! You said"}]},
+    ]
+    data = (await post(body(messages=messages))).json()
+    assert data["stop_reason"] == "end_turn"
+    text = data["content"][0]["text"]
+    assert text.startswith(": Say hi.")
+    assert "Hello! You said" not in text
+
+
+async def test_prefill_is_refused_on_opus_4_6() -> None:
+    messages = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hello"}]
+    response = await post({**body(messages=messages), "model": OPUS})
+    assert response.status_code == 400
+    assert error_of(response) == (
+        "invalid_request_error",
+        "This model does not support assistant message prefill. The conversation must end with a user message.",
+    )
+
+
+async def test_prefill_with_trailing_whitespace_is_refused() -> None:
+    messages = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hello "}]
+    response = await post(body(messages=messages))
+    assert response.status_code == 400
+    assert error_of(response)[1] == "messages: final assistant content cannot end with trailing whitespace"
+
+
+async def test_system_prompt_is_acknowledged() -> None:
+    data = (await post(body(system="Answer like a pirate."))).json()
+    assert "Answer like a pirate." in data["content"][0]["text"]
+
+
+async def test_tool_choice_tool_calls_that_tool_without_preamble() -> None:
+    data = (
+        await post(body("get_time", tools=[WEATHER, TIME], tool_choice={"type": "tool", "name": "get_weather"}))
+    ).json()
+    assert [block["type"] for block in data["content"]] == ["tool_use"]
+    assert data["content"][0]["name"] == "get_weather"
+
+
+async def test_first_tool_is_called_when_none_is_named() -> None:
+    data = (await post(body("What should I wear?", tools=[WEATHER, TIME]))).json()
+    assert data["content"][0] == {"type": "text", "text": "I'll call get_weather."}
+    assert [block["name"] for block in data["content"][1:]] == ["get_weather"]
+
+
+async def test_tool_choice_none_answers_with_text() -> None:
+    data = (await post(body("get_time please", tools=[TIME], tool_choice={"type": "none"}))).json()
+    assert data["stop_reason"] == "end_turn" and data["content"][0]["type"] == "text"
+
+
+async def test_tool_results_are_mentioned_in_the_reply() -> None:
+    first = (await post(body("get_time please", tools=[TIME]))).json()
+    tool_use = first["content"][-1]
+    messages = [
+        {"role": "user", "content": "get_time please"},
+        {"role": "assistant", "content": first["content"]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use["id"], "content": "12:34 UTC"}]},
+    ]
+    data = (await post(body(messages=messages, tools=[TIME]))).json()
+    assert data["stop_reason"] == "end_turn"
+    assert "12:34 UTC" in data["content"][0]["text"]
+
+
+async def test_thinking_block_comes_first_with_a_signature() -> None:
+    data = (await post(body(max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024}))).json()
+    thinking, text = data["content"]
+    assert thinking["type"] == "thinking" and thinking["thinking"] and thinking["signature"]
+    assert text["type"] == "text"
+
+
+async def test_json_schema_output_format_gives_json() -> None:
+    request = body(output_config={"format": {"type": "json_schema", "schema": WEATHER["input_schema"]}})
+    data = (await post(request)).json()
+    assert json.loads(data["content"][0]["text"])["unit"] == "celsius"
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+
+async def test_temperature_is_refused() -> None:
+    response = await post(body(temperature=0.2))
+    assert response.status_code == 400
+    assert error_of(response) == ("invalid_request_error", "temperature: Extra inputs are not permitted")
+
+
+async def test_temperature_is_accepted_when_caps_list_it() -> None:
+    table = ModelTable.with_overrides({"claude-sonnet-4-5*": {"sampling": ["temperature"]}})
+    assert (await post(body(temperature=0.2), table=table)).status_code == 200
+    refused = await post(body(temperature=1.5), table=table)
+    assert error_of(refused)[1] == "temperature: Input should be less than or equal to 1"
+    assert error_of(await post(body(top_p=0.5), table=table))[1] == "top_p: Extra inputs are not permitted"
+
+
+async def test_unknown_model_is_404_not_found() -> None:
+    response = await post({**body(), "model": "gpt-4o"})
+    assert response.status_code == 404
+    assert error_of(response) == ("not_found_error", "model: gpt-4o")
+
+
+async def test_missing_key_is_401() -> None:
+    async with raw_client() as client:
+        response = await client.post("/v1/messages", json=body(), headers={"anthropic-version": "2023-06-01"})
+    assert response.status_code == 401
+    assert error_of(response)[0] == "authentication_error"
+
+
+async def test_wrong_key_is_401_and_bearer_is_accepted() -> None:
+    async with raw_client(api_key="secret") as client:
+        wrong = await client.post("/v1/messages", json=body(), headers=HEADERS)
+        right = await client.post(
+            "/v1/messages", json=body(), headers={"authorization": "Bearer secret", "anthropic-version": "x"}
+        )
+    assert wrong.status_code == 401 and error_of(wrong)[0] == "authentication_error"
+    assert right.status_code == 200
+
+
+async def test_missing_anthropic_version_is_400() -> None:
+    async with raw_client() as client:
+        response = await client.post("/v1/messages", json=body(), headers={"x-api-key": "k"})
+    assert response.status_code == 400
+    assert error_of(response) == ("invalid_request_error", "anthropic-version: header is required")
+
+
+async def test_simulate_error_429_has_retry_after() -> None:
+    response = await post(body("SIMULATE_ERROR 429 rate_limit_error"))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert error_of(response)[0] == "rate_limit_error"
+
+
+async def test_simulate_error_status_picks_the_usual_type() -> None:
+    response = await post(body("SIMULATE_ERROR 500", stream=True))
+    assert response.status_code == 500
+    assert error_of(response)[0] == "api_error"
+
+
+async def test_simulate_stream_error_sends_an_error_event() -> None:
+    response = await post(body("SIMULATE_STREAM_ERROR", stream=True))
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[:3] == ["message_start", "ping", "content_block_start"]
+    assert names[3:-1] == ["content_block_delta"] * 3
+    name, data = events[-1]
+    assert name == "error" and data["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+    assert (await post(body("SIMULATE_STREAM_ERROR"))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        pytest.param(
+            [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": ""}]}],
+            "messages: text content blocks must be non-empty",
+            id="empty-text-block",
+        ),
+        pytest.param(
+            [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "txet", "text": "x"}]}],
+            "messages.0.content.1.type: Input tag 'txet' found using 'type' does not match any of the expected "
+            "tags: 'text', ",
+            id="unknown-block-type",
+        ),
+        pytest.param(
+            [{"role": "user", "content": [{"type": "text", "text": 7}]}],
+            # The block's tag joins the path, as in the API's own errors.
+            "messages.0.content.0.text.text: Input should be a valid string",
+            id="text-not-a-string",
+        ),
+        pytest.param(
+            [{"role": "user", "content": "hi", "name": "bob"}],
+            "messages.0.name: Extra inputs are not permitted",
+            id="extra-message-field",
+        ),
+        pytest.param([], "messages: at least one message is required", id="no-messages"),
+        pytest.param(
+            [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}],
+                },
+                {"role": "user", "content": "never mind"},
+            ],
+            "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1. "
+            "Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
+            id="tool-use-without-result",
+        ),
+        pytest.param(
+            [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "1"},
+                        {"type": "tool_result", "tool_use_id": "toolu_2", "content": "2"},
+                    ],
+                },
+            ],
+            "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_2. "
+            "Each `tool_result` block must have a corresponding `tool_use` block in the previous message.",
+            id="tool-result-without-use",
+        ),
+    ],
+)
+async def test_invalid_messages_are_refused(messages: list[dict[str, Any]], message: str) -> None:
+    response = await post(body(messages=messages, tools=[TIME]))
+    assert response.status_code == 400
+    kind, text = error_of(response)
+    assert kind == "invalid_request_error"
+    assert text.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"max_tokens": 200_000}, "max_tokens: 200000 > 64000, which is the maximum allowed number of output tokens"),
+        ({"max_tokens": "10"}, "max_tokens: Input should be a valid integer"),
+        ({"model": 5}, "model: Input should be a valid string"),
+        ({"stop_sequences": "END"}, "stop_sequences: Input should be a valid list"),
+        ({"tool_choice": {"type": "maybe"}}, "tool_choice.type: Input tag 'maybe' found using 'type' does not match"),
+        ({"stream": "yes"}, "stream: Input should be a valid boolean"),
+        ({"tools": [{"name": "bad name", "input_schema": {"type": "object"}}]}, "tools.0.custom.name: String should"),
+        ({"tools": [TIME, TIME]}, "tools: Tool names must be unique."),
+        ({"system": [{"type": "text", "text": ""}]}, "system: text content blocks must be non-empty"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 100}}, "thinking.enabled.budget_tokens: Input should"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 4096}}, "`max_tokens` must be greater than"),
+        ({"thinking": {"type": "adaptive"}}, '"thinking.type.adaptive" is not supported for this model.'),
+    ],
+)
+async def test_invalid_parameters_are_refused(extra: dict[str, Any], message: str) -> None:
+    response = await post(body(**extra))
+    assert response.status_code == 400
+    assert error_of(response)[1].startswith(message)
+
+
+async def test_missing_required_field_is_refused() -> None:
+    request = body()
+    del request["max_tokens"]
+    assert error_of(await post(request))[1] == "max_tokens: Field required"
+
+
+async def test_invalid_json_is_refused() -> None:
+    async with raw_client() as client:
+        response = await client.post("/v1/messages", content=b"{not json", headers=HEADERS)
+    assert response.status_code == 400
+    assert error_of(response)[0] == "invalid_request_error"
+
+
+async def test_thinking_tool_loop_needs_the_thinking_block_back() -> None:
+    messages = [
+        {"role": "user", "content": "get_time please"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "noon"}]},
+    ]
+    request = body(
+        messages=messages, tools=[TIME], max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024}
+    )
+    response = await post(request)
+    assert response.status_code == 400
+    assert error_of(response)[1].startswith(
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `tool_use`."
+    )
+
+
+async def test_count_tokens_refuses_unknown_model_and_fields() -> None:
+    request = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    assert (await post(request, "/v1/messages/count_tokens")).json() == {"input_tokens": 1}
+    assert (await post({**request, "model": "o3"}, "/v1/messages/count_tokens")).status_code == 404
+    refused = await post({**request, "max_tokens": 5}, "/v1/messages/count_tokens")
+    assert error_of(refused)[1] == "max_tokens: Extra inputs are not permitted"
+
+
+# --- properties of the pure reply functions ----------------------------------------------------
+
+TABLE = ModelTable.with_overrides()
+words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=80)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    text=words.filter(lambda t: t.strip() != "" and "SIMULATE" not in t),
+    max_tokens=st.integers(min_value=0, max_value=80),
+    stops=st.lists(st.sampled_from(["said", "!", "e", "simulator", "zzz"]), max_size=2),
+    with_tools=st.booleans(),
+)
+def test_stream_and_message_agree_for_any_request(
+    text: str, max_tokens: int, stops: list[str], with_tools: bool
+) -> None:
+    raw = body(text, max_tokens=max_tokens, stop_sequences=stops, **({"tools": [WEATHER, TIME]} if with_tools else {}))
+    request, _, _ = validate_create(raw, TABLE)
+    message = build_message(request, request_digest(request), input_tokens(request))
+    Message.model_validate(message)
+    assert message["usage"]["output_tokens"] <= max_tokens
+    if message["stop_reason"] == "stop_sequence":
+        assert message["stop_sequence"] in stops
+    for block in message["content"]:
+        if block["type"] == "text":
+            assert block["text"] and not any(stop in block["text"] for stop in stops)
+    events = parse_sse(b"".join(stream_events(message)).decode())
+    assert reassemble(events) == message
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5000) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["type", "text", "name", "id", "input", "content", "tool_use_id", "role", "x"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "stop_sequences",
+    "metadata",
+    "output_config",
+    "stream",
+]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(field=st.sampled_from([*FIELDS, "content", "block"]), value=json_values)
+def test_arbitrary_json_is_refused_or_answered_never_crashes(field: str, value: Any) -> None:
+    raw = body("Use get_time", tools=[TIME])
+    if field == "content":
+        raw["messages"][0]["content"] = value
+    elif field == "block":
+        raw["messages"][0]["content"] = [{"type": "text", "text": "hi"}, value]
+    else:
+        raw[field] = value
+    try:
+        request, _, _ = validate_create(raw, TABLE)
+    except SimError as exc:
+        assert exc.status in (400, 404) and exc.message
+        return
+    message = build_message(request, request_digest(request), input_tokens(request))
+    Message.model_validate(message)
+    assert reassemble(parse_sse(b"".join(stream_events(message)).decode())) == message

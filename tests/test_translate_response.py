@@ -1,0 +1,189 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anthropic.types import Message
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel
+
+from proxy.translate.response import completion_id, finish_reason, to_chat_completion, to_openai_usage
+
+FIXTURES = Path(__file__).parent / "fixtures" / "response"
+CASES = sorted(p.name.removesuffix(".message.json") for p in FIXTURES.glob("*.message.json"))
+CREATED = 1764097200
+
+# The one field outside the OpenAI schema that the gateway adds on purpose (design §3).
+EXTRA_FIELDS = frozenset({"reasoning_content"})
+
+
+def load(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def unknown_fields(model: BaseModel, path: str = "$") -> list[str]:
+    """Keys the SDK model does not declare. The openai types accept extra keys silently, so
+    validation alone would not catch a misspelt field."""
+    found = [f"{path}.{key}" for key in (model.model_extra or {}) if key not in EXTRA_FIELDS]
+    for name in type(model).model_fields:
+        found += _unknown_in(getattr(model, name), f"{path}.{name}")
+    return found
+
+
+def _unknown_in(value: Any, path: str) -> list[str]:
+    if isinstance(value, BaseModel):
+        return unknown_fields(value, path)
+    if isinstance(value, list):
+        return [field for i, item in enumerate(value) for field in _unknown_in(item, f"{path}[{i}]")]
+    return []
+
+
+def assert_valid_chat_completion(result: dict[str, Any]) -> ChatCompletion:
+    parsed = ChatCompletion.model_validate(result, strict=True)
+    assert unknown_fields(parsed) == []
+    return parsed
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixture_is_a_valid_anthropic_message(case: str) -> None:
+    Message.model_validate(load(f"{case}.message.json"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_message_translates_to_golden_chat_completion(case: str) -> None:
+    result = to_chat_completion(load(f"{case}.message.json"), created=CREATED)
+    assert result == load(f"{case}.expected.json")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_translation_is_a_valid_openai_chat_completion(case: str) -> None:
+    assert_valid_chat_completion(to_chat_completion(load(f"{case}.message.json"), created=CREATED))
+
+
+def test_golden_fixtures_cover_every_stop_reason() -> None:
+    reasons = {load(f"{case}.message.json")["stop_reason"] for case in CASES}
+    assert reasons == {
+        "end_turn",
+        "max_tokens",
+        "stop_sequence",
+        "tool_use",
+        "pause_turn",
+        "refusal",
+        "model_context_window_exceeded",
+    }
+
+
+@pytest.mark.parametrize(
+    ("stop_reason", "expected"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("pause_turn", "stop"),
+        ("max_tokens", "length"),
+        ("model_context_window_exceeded", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+    ],
+)
+def test_finish_reason_maps_each_stop_reason(stop_reason: str, expected: str) -> None:
+    assert finish_reason(stop_reason) == expected
+
+
+def test_finish_reason_of_an_unknown_stop_reason_is_stop() -> None:
+    assert finish_reason("some_future_reason") == "stop"
+
+
+def test_finish_reason_of_none_is_none() -> None:
+    assert finish_reason(None) is None
+
+
+def test_completion_id_replaces_the_msg_prefix() -> None:
+    assert completion_id("msg_013Zva2CMHLNnXjNJJKqJ2EF") == "chatcmpl-013Zva2CMHLNnXjNJJKqJ2EF"
+
+
+def test_completion_id_keeps_an_id_without_the_msg_prefix() -> None:
+    assert completion_id("abc123") == "chatcmpl-abc123"
+
+
+def test_usage_prompt_tokens_sum_input_and_both_cache_counts() -> None:
+    usage = to_openai_usage(
+        {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 248,
+            "cache_read_input_tokens": 1800,
+            "output_tokens": 24,
+        }
+    )
+    assert usage["prompt_tokens"] == 2060
+    assert usage["completion_tokens"] == 24
+    assert usage["total_tokens"] == 2084
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 1800, "cache_write_tokens": 248}
+
+
+def test_usage_treats_missing_or_null_cache_counts_as_zero() -> None:
+    usage = to_openai_usage({"input_tokens": 5, "cache_read_input_tokens": None, "output_tokens": 7})
+    assert usage["prompt_tokens"] == 5
+    assert usage["total_tokens"] == 12
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_usage_reasoning_tokens_come_from_thinking_tokens() -> None:
+    usage = to_openai_usage({"input_tokens": 1, "output_tokens": 96, "output_tokens_details": {"thinking_tokens": 71}})
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 71}
+
+
+def test_usage_reasoning_tokens_are_zero_without_output_details() -> None:
+    usage = to_openai_usage({"input_tokens": 1, "output_tokens": 2, "output_tokens_details": None})
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 0}
+
+
+def _message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> dict[str, Any]:
+    return {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5-20250929",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 4},
+    }
+
+
+def test_unknown_block_types_are_skipped() -> None:
+    result = to_chat_completion(
+        _message([{"type": "hologram", "payload": "?"}, {"type": "text", "text": "ok"}]), created=CREATED
+    )
+    assert result["choices"][0]["message"] == {"role": "assistant", "content": "ok", "refusal": None}
+
+
+def test_text_blocks_are_concatenated_without_separator() -> None:
+    result = to_chat_completion(
+        _message([{"type": "text", "text": "Hello"}, {"type": "text", "text": ", world"}]), created=CREATED
+    )
+    assert result["choices"][0]["message"]["content"] == "Hello, world"
+
+
+def test_content_is_null_when_there_is_no_text_block() -> None:
+    result = to_chat_completion(_message([]), created=CREATED)
+    assert result["choices"][0]["message"]["content"] is None
+    assert_valid_chat_completion(result)
+
+
+def test_tool_calls_and_reasoning_content_are_absent_when_not_produced() -> None:
+    reply = to_chat_completion(_message([{"type": "text", "text": "hi"}]), created=CREATED)["choices"][0]
+    assert "tool_calls" not in reply["message"]
+    assert "reasoning_content" not in reply["message"]
+
+
+def test_tool_arguments_are_compact_json_with_unicode_kept() -> None:
+    block = {"type": "tool_use", "id": "toolu_01X", "name": "say", "input": {"text": "café ☕", "n": 1.5}}
+    result = to_chat_completion(_message([block], "tool_use"), created=CREATED)
+    arguments = result["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert arguments == '{"text":"café ☕","n":1.5}'
+
+
+def test_model_and_created_come_from_the_message_and_the_caller() -> None:
+    result = to_chat_completion(_message([]), created=42)
+    assert result["model"] == "claude-sonnet-4-5-20250929"
+    assert result["created"] == 42

@@ -1,0 +1,284 @@
+"""The upstream client against a scriptable fake Messages API: retries, key rotation, timeouts,
+load shedding. Sleeps go to a fake clock, so timing bounds are checked without waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from proxy.config import Settings
+from proxy.errors import RateLimited, ServiceUnavailable, UpstreamAuthFailed, UpstreamTimeout
+from proxy.upstream import InProcessTransport, Upstream, UpstreamReply, UpstreamStream
+
+pytestmark = pytest.mark.anyio
+
+OK_BODY = orjson.dumps({"type": "message", "id": "msg_1", "content": []})
+STREAM_OK = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1"}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+
+
+def error(status: int, kind: str, **headers: str) -> Reply:
+    body = orjson.dumps({"type": "error", "error": {"type": kind, "message": kind}})
+    return Reply(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = OK_BODY
+    headers: dict[str, str] = field(default_factory=dict)
+    chunks: list[bytes] | None = None  # a streamed body
+    reset: bool = False  # drop the connection before any response
+    hang: bool = False  # never send response headers
+
+
+class FakeUpstream:
+    """Serves queued replies in order (the last one repeats) and records every attempt."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies = list(replies)
+        self.keys: list[str] = []
+        self.cancelled = 0
+
+    @property
+    def attempts(self) -> int:
+        return len(self.keys)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        headers = dict(scope["headers"])
+        self.keys.append(headers.get(b"x-api-key", b"").decode())
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        try:
+            if reply.reset:
+                raise ConnectionResetError("connection reset by peer")
+            if reply.hang:
+                await asyncio.sleep(3600)
+            raw_headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+            await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+            for chunk in reply.chunks or [reply.body]:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def make(fake: FakeUpstream, clock: FakeClock, keys: str = "key-aaaa-1111", **upstream: Any) -> Upstream:
+    settings = Settings(anthropic_api_key=keys, anthropic_base_url="http://upstream", upstream=upstream)
+    return Upstream(settings, transport=InProcessTransport(fake), sleep=clock.sleep, clock=clock)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def no_leaks() -> AsyncIterator[None]:
+    before = len(asyncio.all_tasks())
+    yield
+    await asyncio.sleep(0.05)
+    assert len(asyncio.all_tasks()) <= before
+
+
+async def test_429_then_529_then_success_is_a_success_after_three_attempts(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", retry_after="2"), error(529, "overloaded_error"), Reply())
+    upstream = make(fake, clock)
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 200
+    assert fake.attempts == 3
+    assert clock.slept[0] == 2.0  # the rate-limited key rested for its retry-after
+
+
+async def test_529_forever_ends_in_overloaded_within_the_deadline(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(529, "overloaded_error"))
+    upstream = make(fake, clock, max_attempts=4, retry_deadline=10)
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 529
+    assert fake.attempts == 4
+    assert sum(clock.slept) <= 10
+    assert all(s <= upstream.config.max_backoff for s in clock.slept)
+
+
+async def test_backoff_grows_and_stays_under_the_cap(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("proxy.upstream.random.random", lambda: 1.0)
+    fake = FakeUpstream(error(503, "api_error"))
+    await make(fake, clock, max_attempts=6, max_backoff=3, retry_deadline=100).request("POST", "/v1/messages")
+    assert clock.slept == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+async def test_429_forever_ends_in_429_with_retry_after(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", retry_after="3"))
+    upstream = make(fake, clock)
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 429
+    assert reply.headers["retry-after"] == "3"
+    assert fake.attempts == 3
+
+
+async def test_rate_limited_key_is_bypassed_without_waiting(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", retry_after="30"), Reply())
+    upstream = make(fake, clock, keys="key-aaaa-1111,key-bbbb-2222")
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 200
+    assert fake.keys == ["key-aaaa-1111", "key-bbbb-2222"]
+    assert clock.slept == [0.0]
+    # The resting key stays out of rotation until its retry-after has passed.
+    fake.replies = [Reply()]
+    await upstream.request("POST", "/v1/messages", b"{}")
+    await upstream.request("POST", "/v1/messages", b"{}")
+    assert fake.keys[2:] == ["key-bbbb-2222", "key-bbbb-2222"]
+    clock.now += 31
+    await upstream.request("POST", "/v1/messages", b"{}")
+    await upstream.request("POST", "/v1/messages", b"{}")
+    assert set(fake.keys[4:]) == {"key-aaaa-1111", "key-bbbb-2222"}
+
+
+async def test_every_key_resting_longer_than_we_wait_is_429_with_retry_after(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", retry_after="45"))
+    upstream = make(fake, clock, keys="key-aaaa-1111,key-bbbb-2222")
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 429
+    assert fake.attempts == 2
+    with pytest.raises(RateLimited) as raised:
+        await upstream.request("POST", "/v1/messages", b"{}")
+    assert raised.value.headers["retry-after"] == "45"
+    assert fake.attempts == 2  # no key was free, so nothing was sent
+
+
+async def test_refused_key_leaves_the_rotation(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeUpstream(error(401, "authentication_error"), Reply())
+    upstream = make(fake, clock, keys="sk-ant-bad-key-0001,sk-ant-good-key-0002")
+    assert (await upstream.request("POST", "/v1/messages", b"{}")).status == 200
+    for _ in range(3):
+        await upstream.request("POST", "/v1/messages", b"{}")
+    assert fake.keys == ["sk-ant-bad-key-0001"] + ["sk-ant-good-key-0002"] * 4
+    assert "…0001" in caplog.text
+    assert "sk-ant-bad-key-0001" not in caplog.text
+
+
+async def test_every_key_refused_is_upstream_auth_failure(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(401, "authentication_error"))
+    upstream = make(fake, clock)
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 401
+    with pytest.raises(UpstreamAuthFailed):
+        await upstream.request("POST", "/v1/messages", b"{}")
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 413])
+async def test_client_errors_are_never_retried(clock: FakeClock, status: int) -> None:
+    fake = FakeUpstream(error(status, "invalid_request_error"))
+    reply = await make(fake, clock).request("POST", "/v1/messages", b"{}")
+    assert reply.status == status
+    assert fake.attempts == 1
+
+
+async def test_retry_after_beyond_what_we_honour_is_answered_at_once(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(503, "api_error", retry_after="120"), Reply())
+    reply = await make(fake, clock).request("POST", "/v1/messages", b"{}")
+    assert reply.status == 503
+    assert fake.attempts == 1
+    assert clock.slept == []
+
+
+async def test_retry_after_ms_is_honoured(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(529, "overloaded_error", retry_after_ms="1500"), Reply())
+    await make(fake, clock).request("POST", "/v1/messages", b"{}")
+    assert clock.slept == [1.5]
+
+
+async def test_x_should_retry_is_obeyed(clock: FakeClock) -> None:
+    never = FakeUpstream(error(529, "overloaded_error", x_should_retry="false"), Reply())
+    assert (await make(never, clock).request("POST", "/v1/messages")).status == 529
+    assert never.attempts == 1
+    always = FakeUpstream(error(409, "conflict", x_should_retry="true"), Reply())
+    assert (await make(always, clock).request("POST", "/v1/messages")).status == 200
+    assert always.attempts == 2
+
+
+async def test_reset_connection_is_retried(clock: FakeClock) -> None:
+    fake = FakeUpstream(Reply(reset=True), Reply())
+    assert (await make(fake, clock).request("POST", "/v1/messages")).status == 200
+    assert fake.attempts == 2
+
+
+async def test_hung_upstream_times_out_within_the_bound_and_leaves_nothing_behind(
+    clock: FakeClock, no_leaks: None
+) -> None:
+    fake = FakeUpstream(Reply(hang=True))
+    upstream = make(fake, clock, first_byte_timeout=0.1, max_attempts=2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(UpstreamTimeout):
+        await upstream.request("POST", "/v1/messages")
+    assert loop.time() - started < 1.0
+    assert fake.attempts == 2
+    assert fake.cancelled == 2
+    assert upstream.in_flight == 0
+    await upstream.aclose()
+
+
+async def test_request_deadline_bounds_the_whole_call(clock: FakeClock) -> None:
+    fake = FakeUpstream(Reply(hang=True))
+    upstream = make(fake, clock, first_byte_timeout=60, request_timeout=0.2)
+    with pytest.raises(UpstreamTimeout, match=r"0\.2s"):
+        await upstream.request("POST", "/v1/messages")
+    await upstream.aclose()
+
+
+async def test_calls_beyond_the_in_flight_bound_are_shed_at_once(clock: FakeClock) -> None:
+    fake = FakeUpstream(Reply(chunks=STREAM_OK))
+    upstream = make(fake, clock, max_in_flight=1)
+    stream = await upstream.open_stream("/v1/messages", b"{}")
+    assert isinstance(stream, UpstreamStream)
+    with pytest.raises(ServiceUnavailable) as raised:
+        await upstream.request("POST", "/v1/messages")
+    assert raised.value.status_code == 503
+    assert raised.value.headers["retry-after"] == "1"
+    await stream.aclose()
+    assert upstream.in_flight == 0
+    assert (await upstream.request("POST", "/v1/messages")).status == 200
+
+
+async def test_stream_whose_first_event_is_an_error_is_retried(clock: FakeClock) -> None:
+    overloaded = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n'
+    fake = FakeUpstream(Reply(chunks=[overloaded]), Reply(chunks=STREAM_OK))
+    upstream = make(fake, clock)
+    stream = await upstream.open_stream("/v1/messages", b"{}")
+    assert isinstance(stream, UpstreamStream)
+    assert b"".join([c async for c in stream.iter_bytes()]) == b"".join(STREAM_OK)
+    await stream.aclose()
+    assert fake.attempts == 2
+
+
+async def test_stream_error_status_is_retried_then_returned(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(529, "overloaded_error"))
+    upstream = make(fake, clock, max_attempts=2)
+    result = await upstream.open_stream("/v1/messages", b"{}")
+    assert isinstance(result, UpstreamReply)
+    assert result.status == 529
+    assert fake.attempts == 2
+    assert upstream.in_flight == 0
