@@ -1,24 +1,28 @@
-"""Command line: ``python -m proxy serve|simulator`` (also installed as ``claude-proxy``)."""
+"""Command line: ``python -m proxy serve|check-config|simulator`` (also installed as ``claude-proxy``)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 
+from proxy import logs, server
 from proxy.config import ConfigError, load_settings
+from proxy.keypool import label
 
 
 def app_factory() -> Starlette:
     """Builds the gateway from the environment; uvicorn calls this in every worker process."""
     from proxy.app import create_app
 
-    return create_app(load_settings())
+    settings = load_settings()
+    logs.setup(settings.log_level, settings.log_format)  # each worker process configures its own logging
+    return create_app(settings, drain_on_signal=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -27,27 +31,31 @@ def serve(args: argparse.Namespace) -> int:
         os.environ["PROXY_CONFIG"] = args.config
     settings = load_settings(host=args.host, port=args.port, workers=args.workers)
     settings.check_can_serve()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        "proxy.__main__:app_factory",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-        # Streams may idle between events; only drop truly idle keep-alive connections.
-        timeout_keep_alive=30,
-    )
+    logs.setup(settings.log_level, settings.log_format)
+    server.run(settings)
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration and print the effective settings, secrets masked."""
+    settings = load_settings(args.config)
+    effective = settings.model_dump(mode="json")
+    effective["simulating"] = settings.simulating
+    effective["anthropic_api_key"] = [
+        {"key": label(k.secret()), "weight": k.weight} for k in settings.anthropic_api_key
+    ]
+    print(yaml.safe_dump(effective, sort_keys=False, allow_unicode=True), end="")
+    try:
+        settings.check_can_serve()
+    except ConfigError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
     return 0
 
 
 def simulator(args: argparse.Namespace) -> int:
     from proxy.simulator import create_app as create_simulator
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("info", "text")
     app = create_simulator(api_key=args.api_key, event_delay=args.event_delay)
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False)
     return 0
@@ -63,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port (default 8080)")
     run.add_argument("--workers", type=int, help="worker processes (default 1)")
     run.set_defaults(handler=serve)
+
+    check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
+    check.add_argument("--config", help="YAML settings file (default: $PROXY_CONFIG)")
+    check.set_defaults(handler=check_config)
 
     sim = commands.add_parser("simulator", help="serve the built-in Messages API simulator over HTTP")
     sim.add_argument("--host", default="127.0.0.1")

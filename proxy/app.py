@@ -13,15 +13,20 @@ import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy import metrics
+from proxy.access import AccessMiddleware
 from proxy.auth import ClientKeys, Identity
 from proxy.chat import chat_completions
 from proxy.config import Settings
 from proxy.errors import BodyTooLarge, InvalidRequest, NotFound, ProxyError
+from proxy.lifecycle import LIFECYCLE
 from proxy.models import ModelTable
+from proxy.server import install_drain
 from proxy.translate.errors import from_upstream
 from proxy.upstream import InProcessTransport, Upstream
 
@@ -36,12 +41,12 @@ class Gateway:
         self.models: ModelTable = settings.model_table()
         self.client_keys = ClientKeys(settings.api_keys)
         self.upstream = upstream
-        self.ready = False
         self._model_list: tuple[float, list[dict[str, Any]]] | None = None
 
     def authenticate(self, request: Request) -> Identity:
         identity = self.client_keys.authenticate(request.headers)
         request.state.identity = identity
+        request.state.key_name = identity.name
         return identity
 
     async def read_json(self, request: Request) -> Any:
@@ -114,10 +119,17 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    if gateway.ready:
+    if LIFECYCLE.serving:
         return Response(b'{"status":"ready"}', media_type="application/json")
-    return Response(b'{"status":"not ready"}', status_code=503, media_type="application/json")
+    status = b"draining" if LIFECYCLE.draining else b"starting"
+    return Response(b'{"status":"' + status + b'"}', status_code=503, media_type="application/json")
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    metrics.record_key_pool(gateway.upstream.keys.state())
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
 
 
 async def models(request: Request) -> Response:
@@ -148,6 +160,7 @@ def error_response(error: ProxyError) -> Response:
 
 async def _on_proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
+    request.state.error = exc.type
     return error_response(exc)
 
 
@@ -168,9 +181,12 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 # --- factory ------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, drain_on_signal: bool = False
+) -> Starlette:
     """Build the gateway. ``transport`` replaces the network (tests); with neither a transport nor
-    an upstream key the built-in simulator answers in-process."""
+    an upstream key the built-in simulator answers in-process. ``drain_on_signal`` (set by ``serve``)
+    makes SIGTERM drain gracefully, see ``proxy.server``."""
     if transport is None and settings.simulating:
         from proxy.simulator import create_app as create_simulator
 
@@ -182,18 +198,22 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        LIFECYCLE.ready = LIFECYCLE.draining = False
         gateway = Gateway(settings, Upstream(settings, transport=transport))
         app.state.gateway = gateway
-        gateway.ready = True
+        if drain_on_signal:
+            install_drain(settings.shutdown.drain_delay)
+        LIFECYCLE.ready = True
         try:
             yield
         finally:
-            gateway.ready = False
+            LIFECYCLE.ready = False
             await gateway.upstream.aclose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
@@ -201,6 +221,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(AccessMiddleware)],
         exception_handlers={
             ProxyError: _on_proxy_error,
             HTTPException: _on_http_error,

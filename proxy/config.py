@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proxy.models import CapsRow, ModelTable
@@ -87,6 +96,19 @@ class UpstreamSettings(BaseModel):
     )
 
 
+class ShutdownSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drain_delay: float = Field(
+        5.0,
+        ge=0,
+        description="after SIGTERM, seconds /readyz answers 503 while still accepting (load balancers notice)",
+    )
+    grace_period: float = Field(
+        30.0, ge=0, description="then, seconds in-flight requests and streams may take to finish"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROXY_",
@@ -98,7 +120,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1)
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    log_payloads: bool = False
 
     anthropic_api_key: Annotated[list[UpstreamKeySetting], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
@@ -120,6 +144,7 @@ class Settings(BaseSettings):
     model_aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, CapsRow] = Field(default_factory=dict)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
 
     @field_validator("anthropic_api_key", "api_keys", mode="before")
     @classmethod
@@ -184,6 +209,17 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         if overrides:
             settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         settings.model_table()  # validates the model rows now rather than on the first request
+    except ValidationError as exc:
+        problems = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
     except ValueError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise ConfigError(f"invalid configuration: {exc}") from None
     return settings
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    """``("upstream", "max_attempts")`` → ``upstream.max_attempts``; list positions as ``[i]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(root)"

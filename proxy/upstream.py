@@ -27,6 +27,7 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from proxy import metrics
 from proxy.config import Settings
 from proxy.errors import (
     ProxyError,
@@ -43,7 +44,7 @@ from proxy.translate.errors import status_of_error_event
 
 log = logging.getLogger("proxy.upstream")
 
-_R = TypeVar("_R")
+_R = TypeVar("_R", bound="UpstreamReply | UpstreamStream")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 # An error body is read only to tell the client what went wrong; cap it so a huge HTML page cannot.
@@ -264,6 +265,7 @@ class Upstream:
             slot.release_unless_handed_over()
 
     async def _open(self, method: str, path: str, body: bytes | None, key: UpstreamKey) -> UpstreamStream:
+        metrics.UPSTREAM_ATTEMPTS.labels(path.partition("?")[0]).inc()
         request = self._client.build_request(method, path, content=body, headers={"x-api-key": key.secret})
         try:
             async with asyncio.timeout(self.config.first_byte_timeout):
@@ -310,19 +312,30 @@ class Upstream:
             time_left = up.retry_deadline - (self._clock() - started)
             return state.attempt_number >= up.max_attempts or sleep > min(time_left, up.max_retry_after)
 
+        def count_retry(state: RetryCallState) -> None:
+            metrics.UPSTREAM_RETRIES.labels(_retry_reason(_failure(state).final)).inc()
+
         retrying = AsyncRetrying(
-            stop=stop, wait=wait, retry=retry_if_exception_type(_Retry), sleep=self._sleep, reraise=True
+            stop=stop,
+            wait=wait,
+            retry=retry_if_exception_type(_Retry),
+            sleep=self._sleep,
+            before_sleep=count_retry,
+            reraise=True,
         )
         try:
             async with asyncio.timeout(up.request_timeout):
                 async for attempt_state in retrying:
                     with attempt_state:
-                        return await attempt(self._acquire_key())
+                        result = await attempt(self._acquire_key())
+                        result.attempts = attempt_state.retry_state.attempt_number
+                        return result
         except TimeoutError:
             raise UpstreamTimeout(f"No upstream answer within {up.request_timeout:g}s.") from None
         except _Retry as exhausted:
             if isinstance(exhausted.final, ProxyError):
                 raise exhausted.final from None
+            exhausted.final.attempts = retrying.statistics.get("attempt_number", 1)
             return exhausted.final  # type: ignore[return-value]  # an error reply, which every _R admits
         raise AssertionError("unreachable: tenacity either returns or raises")
 
@@ -369,6 +382,18 @@ def _network_transport(kind: str, limits: httpx.Limits) -> httpx.AsyncBaseTransp
     if kind == "aiohttp":
         return AiohttpTransport(limits=limits)
     return None  # httpx builds its own from ``limits``
+
+
+def _retry_reason(final: UpstreamReply | ProxyError) -> str:
+    if isinstance(final, UpstreamReply):
+        return str(final.status)
+    if isinstance(final, UpstreamTimeout):
+        return "timeout"
+    if isinstance(final, UpstreamUnavailable):
+        return "connect"
+    if isinstance(final, RateLimited):
+        return "keys_resting"
+    return "transport"
 
 
 def _failure(state: RetryCallState) -> _Retry:

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 import httpx
@@ -37,25 +38,25 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: IO[bytes], tim
 
 
 @contextmanager
-def run(args: list[str], health_url: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def run(
+    args: list[str], health_url: str, env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
     full_env.update(env or {})
     # A file, not a pipe: a chatty server must never block on a full pipe nobody reads.
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the process ends
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", *args], env=full_env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_healthy(health_url, process, log)
-        yield process
-    finally:
-        process.terminate()
+    with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([sys.executable, "-m", "proxy", *args], env=full_env, stdout=log, stderr=log)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            wait_healthy(health_url, process, log)
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager
@@ -67,7 +68,9 @@ def simulator(event_delay: float = 0.0) -> Iterator[str]:
 
 
 @contextmanager
-def gateway(upstream_url: str, client_key: str, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def gateway_process(
+    upstream_url: str, client_key: str, extra_env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {
         "ANTHROPIC_API_KEY": "sk-ant-test-upstream",
@@ -75,5 +78,13 @@ def gateway(upstream_url: str, client_key: str, extra_env: dict[str, str] | None
         "PROXY_API_KEYS": client_key,
         **(extra_env or {}),
     }
-    with run(["serve", "--port", str(port)], f"http://127.0.0.1:{port}/healthz", env):
-        yield f"http://127.0.0.1:{port}"
+    with run(["serve", "--port", str(port)], f"http://127.0.0.1:{port}/healthz", env, log_path) as process:
+        yield f"http://127.0.0.1:{port}", process
+
+
+@contextmanager
+def gateway(
+    upstream_url: str, client_key: str, extra_env: dict[str, str] | None = None, log_path: Path | None = None
+) -> Iterator[str]:
+    with gateway_process(upstream_url, client_key, extra_env, log_path) as (url, _):
+        yield url

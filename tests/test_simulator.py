@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import time
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import anthropic
 import anyio
@@ -18,11 +21,13 @@ from anthropic.types import Message, MessageTokensCount, ModelInfo
 from anthropic.types.shared.error_response import ErrorResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 from proxy.models import ModelTable
-from proxy.simulator import create_app
+from proxy.simulator import create_app, validate
 from proxy.simulator.reply import build_message, input_tokens, request_digest, stream_events
 from proxy.simulator.validate import SimError, validate_create
+from tests.anthropic_schema import assert_valid_messages_request
 
 pytestmark = pytest.mark.anyio
 
@@ -789,3 +794,533 @@ def test_arbitrary_json_is_refused_or_answered_never_crashes(field: str, value: 
     message = build_message(request, request_digest(request), input_tokens(request))
     Message.model_validate(message)
     assert reassemble(parse_sse(b"".join(stream_events(message)).decode())) == message
+
+
+# --- the SDK as the validator's oracle -----------------------------------------------------------
+#
+# The simulator checks requests against its own tables (proxy/simulator/validate.py); the official
+# SDK's request types, through tests/anthropic_schema.py, say whether they got them right. That
+# helper validates in pydantic's lax mode and ignores unknown fields below the top level, so the
+# corpus sticks to bodies whose verdict the SDK's types decide: no nested unknown fields, no values
+# lax mode would coerce ("10" for an int), and nothing the API's rules beyond the types refuse.
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+PIXEL = "iVBORw0KGgo="
+PDF = "JVBERi0xLjQK"
+
+
+def sdk_accepts(request: dict[str, Any]) -> bool:
+    try:
+        assert_valid_messages_request(copy.deepcopy(request))
+    except (AssertionError, ValidationError):
+        return False
+    return True
+
+
+def simulator_accepts(request: dict[str, Any]) -> bool:
+    try:
+        validate_create(copy.deepcopy(request), TABLE)
+    except SimError as exc:
+        assert exc.status == 400, exc.message
+        return False
+    return True
+
+
+def image(media_type: str = "image/png") -> dict[str, Any]:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": PIXEL}}
+
+
+def ask(*blocks: Any, **extra: Any) -> dict[str, Any]:
+    """A request whose one user message holds ``blocks`` (after a leading text block)."""
+    content = [{"type": "text", "text": "Look at this"}, *blocks]
+    return {"model": HAIKU, "max_tokens": 256, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def answered(use: Any = None, result: Any = None, **extra: Any) -> dict[str, Any]:
+    """A request with one tool call (``use``, default get_time) and its result (``result``)."""
+    use = use if use is not None else {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}}
+    result = result if result is not None else {"type": "tool_result", "tool_use_id": "toolu_1", "content": "noon"}
+    messages = [
+        {"role": "user", "content": "What time is it?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Let me check."}, use]},
+        {"role": "user", "content": [result]},
+    ]
+    return {"model": HAIKU, "max_tokens": 256, "messages": messages, "tools": [TIME], **extra}
+
+
+def result_of(content: Any, **extra: Any) -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": "toolu_1", "content": content, **extra}
+
+
+ORACLE_CASES: list[Any] = [
+    # accepted
+    pytest.param(body(model=HAIKU), True, id="plain"),
+    *(pytest.param(ask(image(kind)), True, id=f"image-{kind}") for kind in IMAGE_TYPES),
+    pytest.param(
+        ask({"type": "image", "source": {"type": "url", "url": "https://x.test/a.png"}}), True, id="image-url"
+    ),
+    pytest.param(
+        ask(
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                "title": "Report",
+                "context": "Q3",
+                "citations": {"enabled": True},
+            }
+        ),
+        True,
+        id="document-pdf",
+    ),
+    pytest.param(
+        ask({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}}),
+        True,
+        id="document-text",
+    ),
+    pytest.param(
+        ask({"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}}), True, id="doc-url"
+    ),
+    pytest.param(
+        ask({"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "inner"}]}}),
+        True,
+        id="document-content",
+    ),
+    pytest.param(answered(), True, id="tool-result-string"),
+    pytest.param(answered(result={"type": "tool_result", "tool_use_id": "toolu_1"}), True, id="tool-result-bare"),
+    pytest.param(
+        answered(result=result_of([{"type": "text", "text": "noon"}, image("image/gif")], is_error=True)),
+        True,
+        id="tool-result-blocks",
+    ),
+    pytest.param(
+        {
+            **answered(),
+            "messages": [
+                {"role": "user", "content": "Think first"},
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "Hmm.", "signature": "c2ln"},
+                        {"type": "redacted_thinking", "data": "b3BhcXVl"},
+                        {"type": "text", "text": "Done."},
+                    ],
+                },
+                {"role": "user", "content": "Thanks"},
+            ],
+        },
+        True,
+        id="thinking-blocks",
+    ),
+    pytest.param(
+        body(
+            model=HAIKU,
+            system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+            tools=[{**TIME, "type": "custom", "description": "Now.", "strict": True}, {**WEATHER, "type": None}],
+            tool_choice={"type": "tool", "name": "get_time", "disable_parallel_tool_use": True},
+            metadata={"user_id": None},
+            output_config={"effort": "low", "format": {"type": "json_schema", "schema": {"type": "object"}}},
+            stop_sequences=["END"],
+            service_tier="standard_only",
+            stream=True,
+        ),
+        True,
+        id="options",
+    ),
+    pytest.param(body(model=HAIKU, thinking={"type": "disabled"}, tool_choice={"type": "none"}), True, id="off"),
+    # refused: the SDK's types decide
+    pytest.param(ask(image("image/bmp")), False, id="image-media-type"),
+    pytest.param(ask({"type": "image", "source": {"type": "path", "path": "/a.png"}}), False, id="image-source-type"),
+    pytest.param(ask({"type": "image", "source": {"type": "url"}}), False, id="image-url-missing"),
+    pytest.param(
+        ask({"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}),
+        False,
+        id="document-base64-not-pdf",
+    ),
+    pytest.param(
+        ask({"type": "document", "source": {"type": "text", "media_type": "text/plain"}}), False, id="doc-text-no-data"
+    ),
+    pytest.param(ask({"type": "txet", "text": "x"}), False, id="unknown-block-type"),
+    pytest.param(ask({"text": "x"}), False, id="block-without-type"),
+    pytest.param(ask("just a string"), False, id="block-not-an-object"),
+    pytest.param(ask({"type": "text", "text": 7}), False, id="text-not-a-string"),
+    pytest.param(
+        answered(use={"type": "tool_use", "id": "toolu_1", "name": "get_time"}), False, id="tool-use-without-input"
+    ),
+    pytest.param(
+        answered(use={"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": ["x"]}),
+        False,
+        id="tool-use-input-list",
+    ),
+    pytest.param(answered(result=result_of(7)), False, id="tool-result-content-int"),
+    pytest.param(
+        answered(result=result_of([{"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}}])),
+        False,
+        id="tool-result-holds-tool-use",
+    ),
+    pytest.param(answered(result=result_of("noon", is_error="maybe")), False, id="tool-result-is-error"),
+    pytest.param(answered(result={"type": "tool_result", "content": "noon"}), False, id="tool-result-without-id"),
+    pytest.param(
+        {
+            **body(model=HAIKU),
+            "messages": [
+                {"role": "user", "content": "Think"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "thinking", "thinking": "Hmm."}, {"type": "text", "text": "."}],
+                },
+                {"role": "user", "content": "Go on"},
+            ],
+        },
+        False,
+        id="thinking-without-signature",
+    ),
+    pytest.param(
+        {
+            **body(model=HAIKU),
+            "messages": [
+                {"role": "user", "content": "Think"},
+                {"role": "assistant", "content": [{"type": "redacted_thinking", "data": 5}]},
+                {"role": "user", "content": "Go on"},
+            ],
+        },
+        False,
+        id="redacted-thinking-data",
+    ),
+    pytest.param(body(model=HAIKU, messages=[{"role": "bot", "content": "hi"}]), False, id="unknown-role"),
+    pytest.param(body(model=HAIKU, messages=[{"content": "hi"}]), False, id="missing-role"),
+    pytest.param(body(model=HAIKU, messages=[{"role": "user", "content": 7}]), False, id="content-int"),
+    pytest.param(body(model=HAIKU, messages=[{"role": "user"}]), False, id="missing-content"),
+    pytest.param({"model": HAIKU, "messages": [{"role": "user", "content": "hi"}]}, False, id="no-max-tokens"),
+    pytest.param(body(model=HAIKU, max_tokens="ten"), False, id="max-tokens-string"),
+    pytest.param(body(model=None), False, id="model-null"),
+    pytest.param(body(model=HAIKU, temperature=0.5), False, id="unknown-field"),
+    pytest.param(body(model=HAIKU, tools=[TIME], tool_choice={"type": "tool"}), False, id="tool-choice-no-name"),
+    pytest.param(body(model=HAIKU, tool_choice={"type": "maybe"}), False, id="tool-choice-type"),
+    pytest.param(
+        body(model=HAIKU, tool_choice={"type": "auto", "disable_parallel_tool_use": "never"}), False, id="dptu"
+    ),
+    pytest.param(body(model=HAIKU, thinking={"type": "enabled"}), False, id="thinking-no-budget"),
+    pytest.param(body(model=HAIKU, thinking={"type": "sometimes"}), False, id="thinking-type"),
+    pytest.param(
+        body(model=HAIKU, thinking={"type": "enabled", "budget_tokens": 2048, "display": "all"}), False, id="disp"
+    ),
+    pytest.param(body(model=HAIKU, output_config={"format": {"type": "xml", "schema": {}}}), False, id="output-format"),
+    pytest.param(body(model=HAIKU, output_config={"effort": "extreme"}), False, id="output-effort"),
+    pytest.param(body(model=HAIKU, metadata={"user_id": 5}), False, id="metadata-user-id"),
+    pytest.param(body(model=HAIKU, metadata="u1"), False, id="metadata-string"),
+    pytest.param(body(model=HAIKU, stop_sequences="END"), False, id="stop-sequences-string"),
+    pytest.param(body(model=HAIKU, stop_sequences=[1]), False, id="stop-sequences-ints"),
+    pytest.param(body(model=HAIKU, system=5), False, id="system-int"),
+    pytest.param(body(model=HAIKU, system=[image()]), False, id="system-image"),
+    pytest.param(body(model=HAIKU, service_tier="gold"), False, id="service-tier"),
+    pytest.param(body(model=HAIKU, tools=[{"name": "x"}]), False, id="tool-without-schema"),
+    pytest.param(body(model=HAIKU, tools=[{**TIME, "type": "function"}]), False, id="tool-type"),
+    pytest.param(body(model=HAIKU, tools=[{**TIME, "description": 5}]), False, id="tool-description"),
+    pytest.param(body(model=HAIKU, tools=TIME), False, id="tools-object"),
+]
+
+
+@pytest.mark.parametrize(("request_body", "accepted"), ORACLE_CASES)
+def test_the_simulator_and_the_sdk_agree_on(request_body: dict[str, Any], accepted: bool) -> None:
+    assert sdk_accepts(request_body) is accepted, "the corpus entry is mislabelled"
+    assert simulator_accepts(request_body) is accepted
+
+
+# One request with every block type a gateway sends; each mutation below changes one value in it to a
+# value of another JSON type, or deletes one field, and the two must still agree.
+RICH: dict[str, Any] = {
+    "model": HAIKU,
+    "max_tokens": 2048,
+    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "5m"}}],
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Look at these, then use get_time"},
+                *(image(kind) for kind in IMAGE_TYPES),
+                {"type": "image", "source": {"type": "url", "url": "https://x.test/a.jpg"}},
+                {
+                    "type": "document",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+                    "title": "Report",
+                    "context": "Q3",
+                    "citations": {"enabled": True},
+                },
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
+                {"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}},
+                {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "inner"}]}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Hmm.", "signature": "c2ln"},
+                {"type": "redacted_thinking", "data": "b3BhcXVl"},
+                {
+                    "type": "text",
+                    "text": "Calling.",
+                    "citations": [
+                        {
+                            "type": "char_location",
+                            "cited_text": "R",
+                            "document_index": 0,
+                            "document_title": None,
+                            "start_char_index": 0,
+                            "end_char_index": 1,
+                        }
+                    ],
+                },
+                {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {"tz": "UTC"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Paris"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "12:00"},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "is_error": False,
+                    "content": [{"type": "text", "text": "sunny"}, image("image/gif")],
+                },
+                {"type": "text", "text": "Thanks"},
+            ],
+        },
+    ],
+    "tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}, "strict": True}, {**TIME, "type": "custom"}],
+    "tool_choice": {"type": "auto", "disable_parallel_tool_use": False},
+    "thinking": {"type": "enabled", "budget_tokens": 1024, "display": "summarized"},
+    "metadata": {"user_id": "u1"},
+    "output_config": {"effort": "high"},
+    "stop_sequences": ["END"],
+    "service_tier": "auto",
+}
+REPLACEMENTS: tuple[Any, ...] = (None, 7, "zzz", [7], {"x": 1})
+DELETE = object()
+
+
+def _paths(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    found = []
+    for key, item in items:
+        found += [(*prefix, key), *_paths(item, (*prefix, key))]
+    return found
+
+
+def _decided_by_types(path: tuple[str | int, ...]) -> bool:
+    # A string is valid content too, and then the tool pairing decides; a tool's input_schema is any
+    # object to the SDK, while the API wants {"type": "object"}.
+    return not (path[0] == "messages" and len(path) == 3) and path[-2:] != ("input_schema", "type")
+
+
+def _json_type(value: Any) -> type:
+    return type(None) if value is None else type(value)
+
+
+@pytest.mark.parametrize(
+    "path", [path for path in _paths(RICH) if _decided_by_types(path)], ids=lambda p: ".".join(map(str, p))
+)
+def test_the_simulator_and_the_sdk_agree_on_each_mutation_at(path: tuple[str | int, ...]) -> None:
+    assert sdk_accepts(RICH) and simulator_accepts(RICH)
+    original: Any = RICH
+    for part in path:
+        original = original[part]
+    changes = [value for value in REPLACEMENTS if _json_type(value) is not _json_type(original)]
+    if isinstance(path[-1], str):
+        changes.append(DELETE)
+    disagreements = []
+    for change in changes:
+        mutated = copy.deepcopy(RICH)
+        parent = mutated
+        for part in path[:-1]:
+            parent = parent[part]
+        if change is DELETE:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = change
+        sdk, simulator = sdk_accepts(mutated), simulator_accepts(mutated)
+        if sdk != simulator:
+            disagreements.append(f"{'delete' if change is DELETE else repr(change)}: sdk {sdk}, simulator {simulator}")
+    assert not disagreements
+
+
+def _tags(annotation: Any) -> list[str]:
+    """The string literals in a (possibly optional) ``Literal[...]`` annotation."""
+    if get_origin(annotation) is Literal:
+        return [arg for arg in get_args(annotation) if isinstance(arg, str)]
+    return [tag for arg in get_args(annotation) for tag in _tags(arg)]
+
+
+def sdk_variants(union: Any, key: str = "type") -> dict[str, frozenset[str]]:
+    """Each tag of an SDK union, request and response forms alike, with the fields it allows."""
+    found: dict[str, set[str]] = {}
+    pending = [union]
+    while pending:
+        member = pending.pop()
+        if get_origin(member) in (Annotated, Union, types.UnionType):
+            pending.extend(get_args(member)[:1] if get_origin(member) is Annotated else get_args(member))
+        elif isinstance(member, type) and issubclass(member, BaseModel):
+            for tag in _tags(member.model_fields[key].annotation):
+                found.setdefault(tag, set()).update(member.model_fields)
+        elif member is not type(None):
+            for tag in _tags(get_type_hints(member)[key]):
+                found.setdefault(tag, set()).update(member.__required_keys__ | member.__optional_keys__)
+    return {tag: frozenset(fields) for tag, fields in found.items()}
+
+
+def simulator_variants(union: validate.Tagged) -> dict[str, frozenset[str]]:
+    return {tag: shape.fields for tag, shape in union.branches.items()}
+
+
+def test_the_tables_name_the_fields_the_sdk_does() -> None:
+    from anthropic.types import (
+        message_content_param,
+        message_count_tokens_params,
+        message_create_params,
+        message_param,
+        model_param,
+        text_block_param,
+        text_citation,
+        thinking_config_param,
+        tool_choice_param,
+        tool_result_block_param,
+        tool_union_param,
+    )
+
+    def keys(typed_dict: Any) -> frozenset[str]:
+        return frozenset(typed_dict.__required_keys__ | typed_dict.__optional_keys__)
+
+    assert validate.CREATE.fields | {"stream"} == keys(message_create_params.MessageCreateParamsNonStreaming)
+    assert validate.COUNT_TOKENS.fields == keys(message_count_tokens_params.MessageCountTokensParams)
+    assert get_args(get_args(model_param.ModelParam)[0]) == validate.MODEL_IDS
+    content_union = get_args(get_args(message_content_param.MessageContentParam)[1])[0]
+    assert simulator_variants(validate.BLOCK) == sdk_variants(content_union)
+    assert simulator_variants(validate.MESSAGE) == sdk_variants(message_param.MessageParam, key="role")
+    assert simulator_variants(validate.TOOL) == sdk_variants(tool_union_param.ToolUnionParam)
+    assert simulator_variants(validate.TOOL_CHOICE) == sdk_variants(tool_choice_param.ToolChoiceParam)
+    assert simulator_variants(validate.THINKING_CONFIG) == sdk_variants(thinking_config_param.ThinkingConfigParam)
+    assert simulator_variants(validate.TOOL_RESULT_CONTENT) == sdk_variants(tool_result_block_param.Content)
+    citations = get_args(get_args(get_type_hints(text_block_param.TextBlockParam)["citations"])[0])[0]
+    assert simulator_variants(validate.CITATION) == {
+        tag: sdk_variants(citations)[tag] | sdk_variants(text_citation.TextCitation)[tag]
+        for tag in sdk_variants(citations)
+    }
+
+
+def test_the_simulator_does_not_import_the_sdks() -> None:
+    code = (
+        "import proxy.simulator, sys; from proxy.simulator import create_app; create_app(); "
+        "assert 'anthropic' not in sys.modules; assert 'openai' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("request_body", "message"),
+    [
+        pytest.param(
+            ask(image("image/bmp")),
+            "messages.0.content.1.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png', "
+            "'image/gif' or 'image/webp'",
+            id="media-type",
+        ),
+        pytest.param(
+            ask({"type": "txet", "text": "x"}),
+            "messages.0.content.1.type: Input tag 'txet' found using 'type' does not match any of the expected "
+            "tags: 'text', 'image', 'document', ",
+            id="unknown-block",
+        ),
+        pytest.param(
+            ask({"text": "x"}), "messages.0.content.1: Unable to extract tag using discriminator 'type'", id="no-type"
+        ),
+        pytest.param(
+            ask({"type": "text", "text": "x", "cite": []}),
+            "messages.0.content.1.text.cite: Extra inputs are not permitted",
+            id="extra-block-field",
+        ),
+        pytest.param(
+            ask(image() | {"source": {**image()["source"], "name": "a.png"}}),
+            "messages.0.content.1.image.source.base64.name: Extra inputs are not permitted",
+            id="extra-source-field",
+        ),
+        pytest.param(
+            answered(result=result_of([{"type": "text", "text": 5}])),
+            "messages.2.content.0.tool_result.content.0.text.text: Input should be a valid string",
+            id="tool-result-text",
+        ),
+        pytest.param(
+            answered(result=result_of("noon", is_error="maybe")),
+            "messages.2.content.0.tool_result.is_error: Input should be a valid boolean",
+            id="is-error",
+        ),
+        pytest.param(
+            answered(use={"type": "tool_use", "id": "toolu_1", "name": "get_time"}),
+            "messages.1.content.1.tool_use.input: Field required",
+            id="tool-use-input",
+        ),
+        pytest.param(
+            body(messages=[{"role": "bot", "content": "hi"}]),
+            "messages.0.role: Input tag 'bot' found using 'role' does not match any of the expected tags: 'user', "
+            "'assistant', 'system'",
+            id="role",
+        ),
+        pytest.param(
+            body(messages=[{"role": "system", "content": [image()]}]),
+            "messages.0.content.0.type: Input should be 'text'",
+            id="system-message-image",
+        ),
+        pytest.param(body(tools=[{"name": "x"}]), "tools.0.custom.input_schema: Field required", id="tool-schema"),
+        pytest.param(
+            body(tools=[{**TIME, "parameters": {}}]),
+            "tools.0.custom.parameters: Extra inputs are not permitted",
+            id="tool-extra",
+        ),
+        pytest.param(
+            body(tools=[{"type": "web_search_20250305", "name": "search"}]),
+            "tools.0.web_search_20250305.name: Input should be 'web_search'",
+            id="server-tool-name",
+        ),
+        pytest.param(body(metadata={"user": "u1"}), "metadata.user: Extra inputs are not permitted", id="metadata"),
+        pytest.param(
+            body(thinking={"type": "enabled", "budget_tokens": "2048"}),
+            "thinking.enabled.budget_tokens: Input should be a valid integer",
+            id="budget",
+        ),
+        pytest.param(
+            body(tool_choice={"type": "tool", "name": "get_time", "parallel": False}, tools=[TIME]),
+            "tool_choice.tool.parallel: Extra inputs are not permitted",
+            id="tool-choice",
+        ),
+        pytest.param(
+            body(output_config={"format": {"type": "json_schema"}}),
+            "output_config.format.schema: Field required",
+            id="output-format",
+        ),
+        pytest.param(
+            body(system=[{"type": "text", "text": "x", "cache_control": {"type": "persistent"}}]),
+            "system.0.cache_control.type: Input should be 'ephemeral'",
+            id="cache-control",
+        ),
+        pytest.param(
+            body(messages=[{"role": "user", "content": 7}]),
+            "messages.0.content: Input should be a valid string or a valid list",
+            id="content",
+        ),
+    ],
+)
+def test_schema_errors_read_like_the_apis(request_body: dict[str, Any], message: str) -> None:
+    with pytest.raises(SimError) as caught:
+        validate_create(request_body, TABLE)
+    assert caught.value.status == 400
+    assert caught.value.message.startswith(message)
+
+
+async def test_count_tokens_checks_its_own_fields() -> None:
+    count = "/v1/messages/count_tokens"
+    request = {"model": HAIKU, "messages": [{"role": "user", "content": [image("image/tiff")]}]}
+    refused = await post(request, count)
+    assert error_of(refused)[1].startswith("messages.0.content.0.image.source.base64.media_type: Input should be")
+    refused = await post({**request, "messages": [{"role": "user", "content": "hi"}], "stream": True}, count)
+    assert error_of(refused)[1] == "stream: Extra inputs are not permitted"

@@ -2,15 +2,17 @@
 
 Used in-process when no ``ANTHROPIC_API_KEY`` is set (the product then runs offline), and served
 standalone (``python -m proxy simulator --port P``) for client tests and the benchmark. It answers in
-the shapes of the installed ``anthropic`` SDK and refuses what the real API refuses, consulting the
-same :class:`~proxy.models.ModelTable` as the gateway.
+the API's shapes and refuses what the real API refuses, consulting the same
+:class:`~proxy.models.ModelTable` as the gateway. It does not import the ``anthropic`` SDK (a test
+dependency only); the tests check it against the SDK's types.
 
 ``create_app(*, table=None, api_key=None, event_delay=0.0)`` returns a Starlette app serving::
 
     POST /v1/messages               a Message, or with "stream": true a text/event-stream
     POST /v1/messages/count_tokens  {"input_tokens": N}
     GET  /v1/models                 {"data": [ModelInfo...], "has_more", "first_id", "last_id"}
-                                    (the SDK's ModelParam ids; limit / after_id / before_id)
+                                    (the SDK's ModelParam ids, as validate.MODEL_IDS;
+                                    limit / after_id / before_id)
     GET  /v1/models/{model_id}      one ModelInfo
 
 Every request needs ``x-api-key`` or ``Authorization: Bearer`` (401 authentication_error without;
@@ -18,10 +20,11 @@ with ``api_key`` set, any other key is a 401) and an ``anthropic-version`` heade
 without). Errors are ``{"type": "error", "error": {"type", "message"}, "request_id"}`` and every
 response carries a ``request-id`` header (``req_011CSim…``, a per-app counter).
 
-Validation: the body is checked against the SDK's ``MessageCreateParamsNonStreaming`` (or
-``MessageCountTokensParams``) with the API's error style (``messages.0.content.1.text: Input should be
-a valid string``); unknown top-level fields are ``<field>: Extra inputs are not permitted`` -- which is
-what ``temperature`` / ``top_p`` / ``top_k`` get unless the model's ``caps.sampling`` lists them. Then:
+Validation: the body is checked against tables of the request's shapes read off the SDK's
+``MessageCreateParamsNonStreaming`` (or ``MessageCountTokensParams``) and the types they use, with the
+API's error style (``messages.0.content.1.text.text: Input should be a valid string``); unknown fields
+are ``<path>.<field>: Extra inputs are not permitted`` -- which is what ``temperature`` / ``top_p`` /
+``top_k`` get unless the model's ``caps.sampling`` lists them. Then:
 model not ``claude-*`` -> 404; ``max_tokens`` above ``caps.max_output_tokens``; a final assistant turn
 (prefill) on a model without ``caps.prefill``, or ending in whitespace; empty or whitespace-only text
 blocks; ``tool_use`` without matching leading ``tool_result`` blocks in the next user turn, and

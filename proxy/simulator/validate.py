@@ -7,13 +7,14 @@ dependency only: ``tests/test_simulator.py`` holds these tables and the simulato
 A table entry is a :data:`Check` -- a function of the JSON value and its dotted path that raises a 400
 when the value does not fit. :class:`Shape` is an object with its required and optional fields (any other
 field is refused); :class:`Tagged` is a union told apart by one field, ``type`` (or ``role`` for messages).
-Errors read the way the API renders them, and the first problem found is the one reported:
+Errors read the way the API renders them. The first problem found is the one reported, a shape's own
+fields in table order before any unknown field:
 
     messages.0.content.1.text.text: Input should be a valid string      (the block's tag joins the path)
     messages.0.content.1.type: Input tag 'txet' found using 'type' does not match any of the expected tags: ...
     tools.0.custom.name: Field required
     thinking.enabled.budget_tokens: Input should be a valid integer
-    metadata.user: Extra inputs are not permitted                      (unknown fields come first)
+    metadata.user: Extra inputs are not permitted
 """
 
 from __future__ import annotations
@@ -142,9 +143,6 @@ class Shape:
     def __call__(self, value: Any, path: str) -> None:
         if not isinstance(value, dict):
             _refuse(path, "Input should be a valid dictionary")
-        for key in value:
-            if key not in self.required and key not in self.optional:
-                _refuse(_at(path, key), "Extra inputs are not permitted")
         for key, check in self.required.items():
             if key not in value:
                 _refuse(_at(path, key), "Field required")
@@ -152,6 +150,9 @@ class Shape:
         for key, check in self.optional.items():
             if key in value:
                 check(value[key], _at(path, key))
+        for key in value:
+            if key not in self.required and key not in self.optional:
+                _refuse(_at(path, key), "Extra inputs are not permitted")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""The outermost middleware: request ids, the access log line, request metrics and timing.
+
+A plain ASGI middleware (not starlette's BaseHTTPMiddleware) so that streamed bodies pass through
+untouched and unbuffered. Handlers leave what they learn about a request (key name, model, usage,
+upstream request id) in ``request.state``; the line is written when the last byte has gone out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from proxy import metrics
+
+log = logging.getLogger("proxy.access")
+
+# Routes worth a label of their own; anything else is "other", so scanners cannot grow the metrics.
+ROUTES = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
+
+
+def route_label(path: str) -> str:
+    if path in ROUTES:
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{model}"
+    if path.startswith("/admin/"):
+        return "/admin"
+    return "other"
+
+
+def request_id(scope: Scope) -> str:
+    """The client's ``x-request-id`` when it is a sane token, else a fresh one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _CLIENT_ID.match(candidate):
+                return candidate
+    return f"req_{uuid.uuid4().hex}"
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = request_id(scope)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = 500
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append(rid_header)
+                if not any(name == b"server-timing" for name, _ in headers):
+                    gateway_ms = (time.perf_counter() - started) * 1000
+                    headers.append((b"server-timing", f"gateway;dur={gateway_ms:.1f}".encode()))
+                message["headers"] = headers
+            await send(message)
+
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            self._record(scope, state, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
+        path = scope["path"]
+        route = route_label(path)
+        model = metrics.model_label(state.get("model"))
+        metrics.REQUESTS.labels(route, model, str(status)).inc()
+        metrics.REQUEST_DURATION.labels(route, model).observe(elapsed)
+        fields: dict[str, Any] = {
+            "request_id": state["request_id"],
+            "method": scope["method"],
+            "path": path if route != "other" else route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "key": state.get("key_name"),
+            "model": state.get("model"),
+            "stream": state.get("stream"),
+        }
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "attempts", "upstream_request_id", "error"):
+            if state.get(name) is not None:
+                fields[name] = state[name]
+        for name in ("request_body", "response_body"):
+            if name in state:  # only present when log_payloads is on
+                fields[name] = state[name]
+        level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+        log.log(level, "%s %s %s", scope["method"], fields["path"], status, extra={"fields": fields})

@@ -1,0 +1,104 @@
+"""Prometheus metrics (prometheus-client), served at ``GET /metrics``.
+
+With several workers, ``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a shared folder before any
+worker imports this module, and ``/metrics`` aggregates every worker's samples from it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+REQUESTS = Counter(
+    "claude_proxy_requests_total", "Requests answered, by route, model and HTTP status.", ["route", "model", "status"]
+)
+REQUEST_DURATION = Histogram(
+    "claude_proxy_request_duration_seconds",
+    "Time from request to the end of the response (a stream: its last byte).",
+    ["route", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "claude_proxy_time_to_first_token_seconds",
+    "Time from request to the first streamed content chunk.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+UPSTREAM_ATTEMPTS = Counter(
+    "claude_proxy_upstream_attempts_total", "Calls sent to the upstream API, retries included.", ["path"]
+)
+UPSTREAM_RETRIES = Counter(
+    "claude_proxy_upstream_retries_total",
+    "Upstream attempts that were retried, by reason (an HTTP status, timeout, connect, …).",
+    ["reason"],
+)
+TOKENS = Counter(
+    "claude_proxy_tokens_total",
+    "Tokens used, by client key name, model and kind (input, output, cached).",
+    ["key", "model", "kind"],
+)
+IN_FLIGHT = Gauge("claude_proxy_in_flight_requests", "Requests being served right now.", multiprocess_mode="livesum")
+STREAMS_OPEN = Gauge(
+    "claude_proxy_streams_open", "Streaming responses being sent right now.", multiprocess_mode="livesum"
+)
+UPSTREAM_KEYS = Gauge(
+    "claude_proxy_upstream_keys",
+    "Upstream keys of the pool by state (healthy, resting, disabled), per worker.",
+    ["state"],
+    multiprocess_mode="liveall",
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics text and its content type; all workers' samples in multi-worker mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# Model names come from clients; past this many distinct values they share one label, so a
+# client cannot grow the metrics without bound.
+MAX_MODEL_LABELS = 100
+_seen_models: set[str] = set()
+
+
+def model_label(model: str | None) -> str:
+    if not model:
+        return ""
+    if model in _seen_models:
+        return model
+    if len(_seen_models) < MAX_MODEL_LABELS:
+        _seen_models.add(model)
+        return model
+    return "other"
+
+
+def record_tokens(key: str, model: str, usage: dict[str, Any]) -> None:
+    """Count an OpenAI-shaped usage object; ``prompt_tokens`` already includes cache reads and writes."""
+    label = model_label(model)
+    details = usage.get("prompt_tokens_details") or {}
+    TOKENS.labels(key, label, "input").inc(int(usage.get("prompt_tokens") or 0))
+    TOKENS.labels(key, label, "output").inc(int(usage.get("completion_tokens") or 0))
+    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    if cached:
+        TOKENS.labels(key, label, "cached").inc(cached)
+
+
+def record_key_pool(states: list[dict[str, Any]]) -> None:
+    counts = {"healthy": 0, "resting": 0, "disabled": 0}
+    for state in states:
+        if state["disabled"]:
+            counts["disabled"] += 1
+        elif state["resting_for"] > 0:
+            counts["resting"] += 1
+        else:
+            counts["healthy"] += 1
+    for name, count in counts.items():
+        UPSTREAM_KEYS.labels(name).set(count)
