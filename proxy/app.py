@@ -26,6 +26,7 @@ from proxy.config import Settings
 from proxy.errors import BodyTooLarge, InvalidRequest, NotFound, ProxyError
 from proxy.lifecycle import LIFECYCLE
 from proxy.models import ModelTable
+from proxy.native_route import native_count_tokens, native_messages
 from proxy.server import install_drain
 from proxy.translate.errors import from_upstream
 from proxy.upstream import InProcessTransport, Upstream
@@ -215,6 +216,8 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/messages", native_messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", native_count_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
     ]

@@ -6,8 +6,10 @@ Glue only: every mapping decision lives in ``proxy/translate``, every network de
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +22,8 @@ from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.sse import SSEDecoder
 from proxy.translate.errors import from_upstream
 from proxy.translate.request import TranslatedRequest, to_messages_request
-from proxy.translate.response import to_chat_completion
-from proxy.translate.stream import StreamTranslator
+from proxy.translate.response import merge_completions, merge_usage, to_chat_completion
+from proxy.translate.stream import ChoiceStreams, StreamTranslator
 from proxy.upstream import UpstreamReply, UpstreamStream
 
 if TYPE_CHECKING:
@@ -42,7 +44,8 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     gateway.authenticate(request)
     body = await gateway.read_json(request)
-    translated = to_messages_request(body, gateway.models)
+    settings = gateway.settings
+    translated = to_messages_request(body, gateway.models, max_n=settings.max_n, auto_cache=settings.auto_cache)
     state = request.state
     state.model, state.stream = translated.model, translated.stream
     if gateway.settings.log_payloads:
@@ -51,6 +54,10 @@ async def chat_completions(request: Request) -> Response:
         payload = orjson.dumps(translated.upstream)
     except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes (it reads deeper than it writes)
         raise InvalidRequest(f"The request cannot be forwarded: {exc}.") from None
+    if translated.n > 1:
+        if translated.stream:
+            return await _stream_choices(gateway, request, translated, payload, started)
+        return await _complete_choices(gateway, request, translated.n, payload, started)
     if translated.stream:
         return await _stream(gateway, request, translated, payload, started)
     return await _complete(gateway, request, payload, started)
@@ -66,10 +73,10 @@ async def _complete(gateway: Gateway, request: Request, payload: bytes, started:
         completion = to_chat_completion(message, created=int(time.time()))
     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise UpstreamError("the upstream API answered with a malformed message") from exc
-    _note_usage(request, completion.get("usage"))
+    note_usage(request, completion.get("usage"))
     if gateway.settings.log_payloads:
         request.state.response_body = completion
-    return Response(orjson.dumps(completion), media_type="application/json", headers=_answer_headers(reply, started))
+    return Response(orjson.dumps(completion), media_type="application/json", headers=answer_headers(reply, started))
 
 
 async def _stream(
@@ -86,7 +93,7 @@ async def _stream(
     return StreamingResponse(
         _relay(opened, translator, request, started),
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **_answer_headers(opened, started)},
+        headers={**SSE_HEADERS, **answer_headers(opened, started)},
     )
 
 
@@ -124,8 +131,107 @@ async def _relay(
         yield translator.fail(exc)
     finally:
         metrics.STREAMS_OPEN.dec()
-        _note_usage(request, translator.usage)
+        note_usage(request, translator.usage)
         await stream.aclose()
+
+
+# --- n > 1: one upstream call per choice, concurrently ----------------------------------------
+
+
+async def _complete_choices(gateway: Gateway, request: Request, n: int, payload: bytes, started: float) -> Response:
+    try:
+        async with asyncio.TaskGroup() as group:  # one failure cancels the other calls
+            calls = [group.create_task(gateway.upstream.request("POST", MESSAGES_PATH, payload)) for _ in range(n)]
+    except* ProxyError as failed:
+        raise failed.exceptions[0] from None
+    replies = [call.result() for call in calls]
+    for reply in replies:
+        if reply.status != 200:  # any failed choice fails the request: a partial answer would mislead
+            _note_upstream(request, reply)
+            raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
+    created = int(time.time())
+    try:
+        completion = merge_completions([to_chat_completion(orjson.loads(r.body), created=created) for r in replies])
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise UpstreamError("the upstream API answered with a malformed message") from exc
+    _note_upstream(request, replies[0])
+    note_usage(request, completion.get("usage"))
+    return Response(
+        orjson.dumps(completion), media_type="application/json", headers=answer_headers(replies[0], started)
+    )
+
+
+async def _stream_choices(
+    gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
+) -> Response:
+    opened = await asyncio.gather(
+        *(gateway.upstream.open_stream(MESSAGES_PATH, payload) for _ in range(translated.n)), return_exceptions=True
+    )
+    streams = [o for o in opened if isinstance(o, UpstreamStream)]
+    failure = next((o for o in opened if not isinstance(o, UpstreamStream)), None)
+    if failure is not None:
+        for stream in streams:
+            await stream.aclose()
+        if isinstance(failure, UpstreamReply):
+            raise _with_request_id(from_upstream(failure.status, failure.body, failure.headers), failure)
+        raise failure
+    _note_upstream(request, streams[0])
+    choices = ChoiceStreams(
+        translated.n,
+        created=int(time.time()),
+        include_usage=translated.include_usage,
+        model=translated.model,
+        completion_id=f"chatcmpl-{uuid.uuid4().hex}",
+    )
+    return StreamingResponse(
+        _relay_choices(streams, choices, request),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **answer_headers(streams[0], started)},
+    )
+
+
+_END = object()
+
+
+async def _relay_choices(
+    streams: list[UpstreamStream], choices: ChoiceStreams, request: Request
+) -> AsyncIterator[bytes]:
+    """Interleave n upstream streams as their events arrive, each chunk tagged with its choice."""
+    queue: asyncio.Queue[tuple[int, Any, bytes]] = asyncio.Queue()
+
+    async def pump(index: int, stream: UpstreamStream) -> None:
+        decoder = SSEDecoder()
+        try:
+            async for chunk in stream.iter_bytes():
+                for event, data in decoder.feed(chunk):
+                    await queue.put((index, event, data))
+        except ProxyError as exc:
+            await queue.put((index, exc, b""))
+            return
+        await queue.put((index, _END, b""))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    metrics.STREAMS_OPEN.inc()
+    try:
+        while not choices.done:
+            index, event, data = await queue.get()
+            if event is _END:
+                out = choices.end(index)
+            elif isinstance(event, ProxyError):
+                request.state.error = event.type
+                out = choices.fail(event)
+            else:
+                out = choices.feed(index, event, data)
+            if out:
+                yield out
+    finally:
+        metrics.STREAMS_OPEN.dec()
+        for task in tasks:
+            task.cancel()
+        for stream in streams:
+            await stream.aclose()
+        usages = [t.usage for t in choices.translators if t.usage is not None]
+        note_usage(request, merge_usage(usages) if usages else None)
 
 
 def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> None:
@@ -133,7 +239,7 @@ def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> N
     request.state.upstream_request_id = reply.request_id
 
 
-def _note_usage(request: Request, usage: dict[str, Any] | None) -> None:
+def note_usage(request: Request, usage: dict[str, Any] | None) -> None:
     if not usage:
         return
     state = request.state
@@ -143,7 +249,7 @@ def _note_usage(request: Request, usage: dict[str, Any] | None) -> None:
     metrics.record_tokens(getattr(state, "key_name", "") or "", state.model, usage)
 
 
-def _answer_headers(reply: UpstreamReply | UpstreamStream, started: float) -> dict[str, str]:
+def answer_headers(reply: UpstreamReply | UpstreamStream, started: float) -> dict[str, str]:
     total_ms = (time.perf_counter() - started) * 1000
     upstream_ms = reply.elapsed * 1000
     headers = {"server-timing": f"upstream;dur={upstream_ms:.1f}, gateway;dur={max(total_ms - upstream_ms, 0):.1f}"}

@@ -16,11 +16,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 SamplingField = Literal["temperature", "top_p", "top_k"]
-ThinkingMode = Literal["enabled", "adaptive", "disabled"]
+ThinkingMode = Literal["enabled", "adaptive", "disabled", "between_tools"]
+EffortLevel = Literal["low", "medium", "high", "xhigh", "max"]
+EFFORT_LEVELS: tuple[EffortLevel, ...] = ("low", "medium", "high", "xhigh", "max")  # lowest first
+WebSearchTool = Literal["web_search_20250305", "web_search_20260209", "web_search_20260318"]
 
 
 class ModelCaps(BaseModel):
-    """What one model accepts. Every field is required here; rows in YAML may be partial."""
+    """What one model accepts. The first five fields are required; the later ones have defaults so
+    that an operator's row written before they existed still loads. Rows in YAML may be partial."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -29,7 +33,16 @@ class ModelCaps(BaseModel):
     thinking: frozenset[ThinkingMode]
     max_output_tokens: int = Field(gt=0)
     default_max_tokens: int = Field(gt=0)
+    effort: frozenset[EffortLevel] = frozenset()  # levels `output_config.effort` accepts; empty: none
+    fast: bool = False  # accepts `speed: "fast"` without a beta header
+    structured_outputs: bool = True  # accepts `output_config.format`
+    web_search: WebSearchTool | None = "web_search_20250305"  # the web search tool version to send
     retires: str | None = None
+
+    @property
+    def thinking_always_on(self) -> bool:
+        """Adaptive thinking that no `thinking.type` turns off: only `output_config.effort` steers it."""
+        return "adaptive" in self.thinking and not self.thinking & {"disabled", "between_tools"}
 
 
 CapsRow = dict[str, Any]

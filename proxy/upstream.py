@@ -201,11 +201,14 @@ class Upstream:
 
     # --- public calls ----------------------------------------------------------------
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> UpstreamReply:
-        """Send one request, retrying retryable failures; the final reply may still be an error."""
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
+        """Send one request, retrying retryable failures; the final reply may still be an error.
+        ``headers`` adds request headers (a native client's ``anthropic-beta``); never credentials."""
 
         async def attempt(key: UpstreamKey) -> UpstreamReply:
-            stream = await self._open(method, path, body, key)
+            stream = await self._open(method, path, body, key, headers)
             try:
                 payload = await stream.read()
             except ProxyError as exc:
@@ -217,13 +220,15 @@ class Upstream:
         with self._admitted():
             return await self._with_retries(attempt)
 
-    async def open_stream(self, path: str, body: bytes) -> UpstreamStream | UpstreamReply:
+    async def open_stream(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> UpstreamStream | UpstreamReply:
         """Open a streaming request. A successful open returns the live stream, whose first event
         has been checked: an ``error`` event before anything reached the client is retried like an
         error status. An error that survives the retries returns as an ``UpstreamReply``."""
 
         async def attempt(key: UpstreamKey) -> UpstreamStream | UpstreamReply:
-            stream = await self._open("POST", path, body, key)
+            stream = await self._open("POST", path, body, key, headers)
             try:
                 if stream.status == 200:
                     first = await stream.first_event()
@@ -264,9 +269,12 @@ class Upstream:
         finally:
             slot.release_unless_handed_over()
 
-    async def _open(self, method: str, path: str, body: bytes | None, key: UpstreamKey) -> UpstreamStream:
+    async def _open(
+        self, method: str, path: str, body: bytes | None, key: UpstreamKey, headers: Mapping[str, str] | None = None
+    ) -> UpstreamStream:
         metrics.UPSTREAM_ATTEMPTS.labels(path.partition("?")[0]).inc()
-        request = self._client.build_request(method, path, content=body, headers={"x-api-key": key.secret})
+        sent = {**headers, "x-api-key": key.secret} if headers else {"x-api-key": key.secret}
+        request = self._client.build_request(method, path, content=body, headers=sent)
         try:
             async with asyncio.timeout(self.config.first_byte_timeout):
                 response = await self._client.send(request, stream=True)
@@ -329,6 +337,7 @@ class Upstream:
                     with attempt_state:
                         result = await attempt(self._acquire_key())
                         result.attempts = attempt_state.retry_state.attempt_number
+                        result.elapsed = self._clock() - started
                         return result
         except TimeoutError:
             raise UpstreamTimeout(f"No upstream answer within {up.request_timeout:g}s.") from None
@@ -336,6 +345,7 @@ class Upstream:
             if isinstance(exhausted.final, ProxyError):
                 raise exhausted.final from None
             exhausted.final.attempts = retrying.statistics.get("attempt_number", 1)
+            exhausted.final.elapsed = self._clock() - started
             return exhausted.final  # type: ignore[return-value]  # an error reply, which every _R admits
         raise AssertionError("unreachable: tenacity either returns or raises")
 

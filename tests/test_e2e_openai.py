@@ -337,3 +337,80 @@ def test_npm_client_stream_helper_reassembles_the_same_answer(
         "finish_reason": choice["finish_reason"],
     }
     assert got == non_streaming(client, request)
+
+
+# --- beyond parity ------------------------------------------------------------------------
+
+
+def test_n_choices_non_streaming(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], n=2)
+    assert [c.index for c in completion.choices] == [0, 1]
+    single = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+    assert completion.usage and single.usage
+    assert completion.usage.completion_tokens == 2 * single.usage.completion_tokens
+
+
+def test_n_choices_streamed_are_interleaved_by_index(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts: dict[int, str] = {}
+    finishes: dict[int, str | None] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            finishes[choice.index] = choice.finish_reason or finishes.get(choice.index)
+    assert sorted(texts) == [0, 1] and texts[0] == texts[1] and texts[0]
+    assert finishes == {0: "stop", 1: "stop"}
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+
+
+def test_json_schema_response_format_yields_matching_json(client: openai.OpenAI) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+    }
+    completion = client.chat.completions.create(
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "Biggest city in France?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+    )
+    parsed = json.loads(completion.choices[0].message.content or "")
+    assert set(parsed) == {"city", "population"}
+
+
+@pytest.mark.parametrize("effort", ["low", "medium", "high"])
+def test_reasoning_effort_with_small_budget_is_valid_and_shows_reasoning(client: openai.OpenAI, effort: str) -> None:
+    completion = client.chat.completions.create(
+        model="claude-sonnet-4-6",
+        messages=[{"role": "user", "content": "Think, then answer: 2+2?"}],
+        reasoning_effort=effort,  # type: ignore[arg-type]
+        max_completion_tokens=3000,
+    )
+    message: Any = completion.choices[0].message
+    assert message.content
+    assert getattr(message, "reasoning_content", None)
+
+
+def test_official_anthropic_client_plain_and_streamed(gateway_url: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(api_key=CLIENT_KEY, base_url=gateway_url, max_retries=0)
+    message = client.messages.create(
+        model="claude-haiku-4-5", max_tokens=200, messages=[{"role": "user", "content": "Hello native"}]
+    )
+    assert message.content[0].type == "text" and "Hello native" in message.content[0].text
+    with client.messages.stream(
+        model="claude-haiku-4-5", max_tokens=200, messages=[{"role": "user", "content": "Hello native"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.text for b in final.content if b.type == "text"] == [message.content[0].text]
+    count = client.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}])
+    assert count.input_tokens > 0

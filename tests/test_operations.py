@@ -211,3 +211,12 @@ def _write_config(values: dict[str, Any], folder: Path | None = None) -> Path:
     path = folder / f"config-{os.getpid()}-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+def test_console_script_is_the_same_command() -> None:
+    script = Path(sys.executable).parent / "claude-proxy"
+    command = [str(script)] if script.exists() else ["claude-proxy"]
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for verb in ("serve", "check-config", "simulator"):
+        assert verb in result.stdout

@@ -2,8 +2,9 @@
 
 Most behaviour is pinned by golden fixtures in tests/fixtures/request/, one JSON file per case:
 
-    {"about": "...", "models": {overrides}?, "aliases": {...}?, "expect": {TranslatedRequest fields}?,
-     "openai": <client body>, "anthropic": <upstream body>}            -- or, for a refusal,
+    {"about": "...", "models": {overrides}?, "aliases": {...}?, "options": {to_messages_request keywords}?,
+     "expect": {TranslatedRequest fields}?, "openai": <client body>, "anthropic": <upstream body>}
+                                                                        -- or, for a refusal,
      "error": {"status": 400, "param": "messages[0].content", "code": "invalid_value"}
 
 The property tests below check that no JSON body, however odd, gets anything but a valid upstream
@@ -57,9 +58,9 @@ def assert_valid_upstream(result: TranslatedRequest, table: ModelTable) -> None:
     orjson.dumps(upstream)  # what chat.py sends must serialise
 
 
-def translate_or_refuse(body: Any, table: ModelTable = TABLE) -> None:
+def translate_or_refuse(body: Any, table: ModelTable = TABLE, **options: Any) -> None:
     try:
-        result = to_messages_request(body, table)
+        result = to_messages_request(body, table, **options)
     except InvalidRequest as exc:
         assert exc.status_code == 400
         assert exc.param is None or isinstance(exc.param, str)
@@ -76,16 +77,17 @@ def test_fixture_translates_to_its_golden_output(name: str) -> None:
     body = case["openai"]
     before = copy.deepcopy(body)
     table = TABLES[name]
+    options = case.get("options", {})
     if "error" in case:
         expected = case["error"]
         with pytest.raises(InvalidRequest) as info:
-            to_messages_request(body, table)
+            to_messages_request(body, table, **options)
         assert info.value.status_code == expected["status"]
         assert info.value.param == expected["param"]
         if "code" in expected:
             assert info.value.code == expected["code"]
     else:
-        result = to_messages_request(body, table)
+        result = to_messages_request(body, table, **options)
         assert result.upstream == case["anthropic"]
         assert_valid_upstream(result, table)
         for field, value in case.get("expect", {}).items():
@@ -126,6 +128,7 @@ def test_translated_request_reports_models_and_stream_flags() -> None:
         requested_model="gpt-4o",
         stream=True,
         include_usage=False,
+        n=1,
     )
 
 
@@ -141,13 +144,57 @@ def test_prefill_refusal_names_the_model_and_prefill() -> None:
 
 
 def test_refused_parameter_error_renders_as_openai_error() -> None:
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}], "n": 3}
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}], "prediction": {}}
     with pytest.raises(InvalidRequest) as info:
         to_messages_request(body, TABLE)
     error = info.value.to_dict()["error"]
     assert error["type"] == "invalid_request_error"
-    assert error["param"] == "n"
+    assert error["param"] == "prediction"
     assert error["code"] == "unsupported_parameter"
+
+
+def test_n_is_bounded_by_the_gateway_setting() -> None:
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}], "n": 8}
+    assert to_messages_request(body, TABLE).n == 8
+    with pytest.raises(InvalidRequest) as info:
+        to_messages_request(body, TABLE, max_n=4)
+    assert info.value.param == "n"
+    assert "at most 4" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("model", "effort"),
+    [
+        ("claude-opus-4-5", {"minimal": "low", "xhigh": "high", "max": "high"}),
+        ("claude-opus-4-6", {"minimal": "low", "xhigh": "high", "max": "max"}),
+        ("claude-opus-4-7", {"minimal": "low", "medium": "medium", "xhigh": "xhigh", "max": "max"}),
+    ],
+)
+def test_reasoning_effort_maps_to_the_nearest_level_the_model_accepts(model: str, effort: dict[str, str]) -> None:
+    for asked, sent in effort.items():
+        body = {"model": model, "messages": [{"role": "user", "content": "a"}], "reasoning_effort": asked}
+        result = to_messages_request(body, TABLE)
+        assert result.upstream["output_config"] == {"effort": sent}, asked
+        assert_valid_upstream(result, TABLE)
+
+
+@pytest.mark.parametrize("effort", ["minimal", "low", "medium", "high", "xhigh", "max"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-opus-4-5"])
+@pytest.mark.parametrize("max_tokens", [None, 1025, 2000, 20000, 32000])
+def test_thinking_budget_is_always_valid_against_max_tokens(effort: str, model: str, max_tokens: int | None) -> None:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "a"}], "reasoning_effort": effort}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    upstream = to_messages_request(body, TABLE).upstream
+    budget = upstream["thinking"]["budget_tokens"]
+    assert 1024 <= budget < upstream["max_tokens"] <= TABLE.capabilities(model).max_output_tokens
+    if max_tokens is not None:
+        assert upstream["max_tokens"] == max_tokens  # the client's limit is never raised
+
+
+def test_no_model_name_in_translation_code() -> None:
+    for path in (Path(__file__).parent.parent / "proxy" / "translate").glob("*.py"):
+        assert "claude-" not in path.read_text(encoding="utf-8"), path.name
 
 
 def test_default_input_schema_is_not_shared_between_requests() -> None:
@@ -319,10 +366,47 @@ PARAM_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "parallel_tool_calls": _maybe(st.booleans()),
     "stream": _maybe(st.booleans()),
     "stream_options": _maybe(st.fixed_dictionaries({}, optional={"include_usage": _maybe(st.booleans())})),
+    "n": _maybe(st.integers(min_value=0, max_value=10)),
+    "reasoning_effort": _maybe(st.sampled_from(["none", "minimal", "low", "medium", "high", "xhigh", "max"])),
+    "response_format": _maybe(
+        st.sampled_from([{"type": "text"}, {"type": "json_object"}])
+        | st.fixed_dictionaries(
+            {"type": st.just("json_schema"), "json_schema": st.fixed_dictionaries({"name": WORDS, "schema": JSON})}
+        )
+    ),
+    "service_tier": _maybe(st.sampled_from(["auto", "default", "flex", "scale", "priority", "fast"])),
+    "web_search_options": _maybe(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "search_context_size": _maybe(st.sampled_from(["low", "medium", "high"])),
+                "user_location": _maybe(
+                    st.fixed_dictionaries(
+                        {"type": st.just("approximate"), "approximate": st.dictionaries(WORDS, STRINGS, max_size=3)}
+                    )
+                ),
+            },
+        )
+    ),
+    "prompt_cache_retention": _maybe(st.sampled_from(["in_memory", "24h"])),
+    "prompt_cache_options": _maybe(
+        st.fixed_dictionaries({}, optional={"mode": st.sampled_from(["implicit", "explicit"]), "ttl": st.just("30m")})
+    ),
 }
 STRUCTURED_BODY = st.fixed_dictionaries(
     {
-        "model": _maybe(st.sampled_from(["claude-sonnet-4-5", "claude-opus-4-6", "gpt-4o"])),
+        "model": _maybe(
+            st.sampled_from(
+                [
+                    "claude-sonnet-4-5",
+                    "claude-opus-4-6",
+                    "gpt-4o",
+                    "claude-opus-4-7",
+                    "claude-fable-5",
+                    "claude-sonnet-5-5",
+                ]
+            )
+        ),
         "messages": _maybe(st.tuples(USER, st.lists(MESSAGE, max_size=5)).map(lambda t: [t[0], *t[1]])),
     },
     optional={**PARAM_VALUES, **{name: JSON for name in IGNORED}},
@@ -336,9 +420,9 @@ def test_arbitrary_json_body_translates_or_raises_invalid_request(body: Any) -> 
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(STRUCTURED_BODY)
-def test_request_shaped_body_translates_or_raises_invalid_request(body: Any) -> None:
-    translate_or_refuse(body)
+@given(STRUCTURED_BODY, st.booleans())
+def test_request_shaped_body_translates_or_raises_invalid_request(body: Any, auto_cache: bool) -> None:
+    translate_or_refuse(body, auto_cache=auto_cache)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -369,4 +453,4 @@ def test_mutated_fixture_body_translates_or_raises_invalid_request(data: st.Data
             del parent[path[-1]]
         else:
             parent[path[-1]] = data.draw(JSON)
-    translate_or_refuse(body, TABLES[name])
+    translate_or_refuse(body, TABLES[name], **CASES[name].get("options", {}))

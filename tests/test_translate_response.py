@@ -7,14 +7,24 @@ from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
-from proxy.translate.response import completion_id, finish_reason, to_chat_completion, to_openai_usage
+from proxy.models import ModelTable
+from proxy.translate.request import to_messages_request
+from proxy.translate.response import (
+    completion_id,
+    finish_reason,
+    merge_completions,
+    merge_usage,
+    to_chat_completion,
+    to_openai_usage,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "response"
 CASES = sorted(p.name.removesuffix(".message.json") for p in FIXTURES.glob("*.message.json"))
 CREATED = 1764097200
 
-# The one field outside the OpenAI schema that the gateway adds on purpose (design §3).
-EXTRA_FIELDS = frozenset({"reasoning_content"})
+# Fields outside the OpenAI schema that the gateway adds on purpose: reasoning_content (design §3),
+# thinking_blocks (README, "Thinking round trip") and, in stream deltas, annotations.
+EXTRA_FIELDS = frozenset({"reasoning_content", "thinking_blocks", "annotations"})
 
 
 def load(name: str) -> Any:
@@ -187,3 +197,91 @@ def test_model_and_created_come_from_the_message_and_the_caller() -> None:
     result = to_chat_completion(_message([]), created=42)
     assert result["model"] == "claude-sonnet-4-5-20250929"
     assert result["created"] == 42
+
+
+# --- thinking round trip, web search annotations, n > 1
+
+
+def test_thinking_blocks_keep_order_and_signatures() -> None:
+    message = load("thinking_text.message.json")
+    reply = to_chat_completion(message, created=CREATED)["choices"][0]["message"]
+    thinking = [block for block in message["content"] if block["type"] in ("thinking", "redacted_thinking")]
+    assert reply["thinking_blocks"] == thinking
+
+
+def test_thinking_blocks_survive_the_openai_sdk_and_come_back_as_blocks() -> None:
+    """What an OpenAI client does: parse the answer, append `message.model_dump()` to its history,
+    run the tool, send the conversation again. The signed thinking must reach Claude intact."""
+    message = {
+        **load("tool_use_only.message.json"),
+        "content": [
+            {"type": "thinking", "thinking": "Need the weather.", "signature": "c2lnbmF0dXJl"},
+            *load("tool_use_only.message.json")["content"],
+        ],
+    }
+    parsed = assert_valid_chat_completion(to_chat_completion(message, created=CREATED))
+    echoed = parsed.choices[0].message.model_dump(exclude_none=True)
+    assert echoed["thinking_blocks"] == [
+        {"type": "thinking", "thinking": "Need the weather.", "signature": "c2lnbmF0dXJl"}
+    ]
+    call = echoed["tool_calls"][0]
+    history = [
+        {"role": "user", "content": "Weather?"},
+        echoed,
+        {"role": "tool", "tool_call_id": call["id"], "content": "Sunny"},
+    ]
+    body = {
+        "model": "claude-sonnet-4-5",
+        "messages": history,
+        "tools": [{"type": "function", "function": {"name": call["function"]["name"]}}],
+        "reasoning_effort": "low",
+    }
+    upstream = to_messages_request(body, ModelTable.with_overrides()).upstream
+    assistant = upstream["messages"][1]["content"]
+    assert assistant[0] == {"type": "thinking", "thinking": "Need the weather.", "signature": "c2lnbmF0dXJl"}
+    assert [block["type"] for block in assistant] == ["thinking", "tool_use"]
+
+
+def test_web_search_citations_become_url_citation_annotations_over_the_cited_text() -> None:
+    result = to_chat_completion(load("web_search_citations.message.json"), created=CREATED)
+    reply = result["choices"][0]["message"]
+    spans = {(a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in reply["annotations"]}
+    assert [reply["content"][start:end] for start, end in spans] == [
+        " Claude Shannon was born on April 30, 1916, in Petoskey, Michigan."
+    ]
+    # Document citations (char_location) have no URL: no annotation.
+    assert [a["url_citation"]["url"] for a in reply["annotations"]] == [
+        "https://en.wikipedia.org/wiki/Claude_Shannon",
+        "https://www.britannica.com/biography/Claude-Shannon",
+    ]
+    assert_valid_chat_completion(result)
+
+
+def test_merge_completions_indexes_choices_and_sums_usage() -> None:
+    first = to_chat_completion(load("text.message.json"), created=CREATED)
+    second = to_chat_completion(load("tool_use_only.message.json"), created=CREATED + 5)
+    merged = merge_completions([first, second])
+    assert merged["id"] == first["id"]
+    assert merged["created"] == CREATED
+    assert [c["index"] for c in merged["choices"]] == [0, 1]
+    assert merged["choices"][0]["message"] == first["choices"][0]["message"]
+    assert merged["choices"][1]["finish_reason"] == "tool_calls"
+    assert merged["usage"] == merge_usage([first["usage"], second["usage"]])
+    assert merged["usage"]["total_tokens"] == first["usage"]["total_tokens"] + second["usage"]["total_tokens"]
+    assert merged["usage"]["prompt_tokens_details"]["cached_tokens"] == (
+        first["usage"]["prompt_tokens_details"]["cached_tokens"]
+        + second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    )
+    assert_valid_chat_completion(merged)
+
+
+def test_merge_usage_sums_nested_counts() -> None:
+    a = to_openai_usage({"input_tokens": 10, "output_tokens": 5, "output_tokens_details": {"thinking_tokens": 2}})
+    b = to_openai_usage({"input_tokens": 7, "cache_read_input_tokens": 3, "output_tokens": 1})
+    assert merge_usage([a, b]) == {
+        "prompt_tokens": 20,
+        "completion_tokens": 6,
+        "total_tokens": 26,
+        "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }

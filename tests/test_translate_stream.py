@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.sse import SSEDecoder
 from proxy.translate.response import to_chat_completion
-from proxy.translate.stream import StreamTranslator
+from proxy.translate.stream import ChoiceStreams, StreamTranslator
 from tests.test_translate_response import unknown_fields
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stream"
@@ -63,6 +63,8 @@ def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """Accumulate deltas the way OpenAI clients do."""
     content: list[str] = []
     reasoning: list[str] = []
+    thinking_blocks: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     calls: dict[int, dict[str, Any]] = {}
     finish = None
     for chunk in chunks:
@@ -70,6 +72,8 @@ def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             delta = choice["delta"]
             content.append(delta.get("content") or "")
             reasoning.append(delta.get("reasoning_content") or "")
+            thinking_blocks.extend(delta.get("thinking_blocks") or ())
+            annotations.extend(delta.get("annotations") or ())
             for call in delta.get("tool_calls") or ():
                 slot = calls.setdefault(call["index"], {"id": None, "name": None, "arguments": ""})
                 slot["id"] = call.get("id") or slot["id"]
@@ -80,6 +84,8 @@ def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "content": "".join(content) or None,
         "reasoning_content": "".join(reasoning) or None,
+        "thinking_blocks": thinking_blocks,
+        "annotations": annotations,
         "tool_calls": [calls[i] for i in sorted(calls)],
         "finish_reason": finish,
     }
@@ -111,6 +117,8 @@ def test_streamed_chunks_reassemble_to_the_non_streaming_response(name: str, inc
 
     assert streamed["content"] == expected["message"]["content"]
     assert streamed["reasoning_content"] == expected["message"].get("reasoning_content")
+    assert streamed["thinking_blocks"] == expected["message"].get("thinking_blocks", [])
+    assert streamed["annotations"] == expected["message"].get("annotations", [])
     assert streamed["finish_reason"] == expected["finish_reason"]
     expected_calls = expected["message"].get("tool_calls", [])
     assert [(c["id"], c["name"]) for c in streamed["tool_calls"]] == [
@@ -216,10 +224,22 @@ def test_tool_call_without_input_fragments_gets_empty_object_arguments() -> None
     assert calls == [{"id": "toolu_01VRhj3cWJdV5ZmAL5wpqfRn", "name": "get_time", "arguments": "{}"}]
 
 
-def test_thinking_deltas_become_reasoning_content_and_signatures_are_dropped() -> None:
+def test_thinking_deltas_become_reasoning_content_and_the_signed_block_follows_whole() -> None:
     out, _ = translate(upstream_events("thinking"), include_usage=False)
-    assert b"signature" not in out
-    assert b"EqQBCgIYAhIM" not in out
+    deltas = [c["choices"][0]["delta"] for c in chunks_of(client_payloads(out))]
+    blocks = [block for delta in deltas for block in delta.get("thinking_blocks") or ()]
+    assert blocks[0] == {
+        "type": "thinking",
+        "thinking": "The user asks for 27 * 453. 27 * 453 = 27 * 400 + 27 * 53 = 10800 + 1431 = 12231.",
+        "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds0ZJgJ2aVhSp1t7LEPQL6kGTE4o2SYLyi2+9qa4pbS6"
+        "JBSIdq+4Ab7HMgW05SjIu9xhzn7vsCDkk+Cg+QZqTmSjI50Z7=",
+    }
+    assert len(blocks) == 1
+    # The whole block comes once, after its last thinking delta and before the answer's text.
+    first_text = next(k for k, delta in enumerate(deltas) if delta.get("content"))
+    block_at = next(k for k, delta in enumerate(deltas) if delta.get("thinking_blocks"))
+    last_reasoning = max(k for k, delta in enumerate(deltas) if delta.get("reasoning_content"))
+    assert last_reasoning < block_at < first_text
     reasoning = [
         c["choices"][0]["delta"]["reasoning_content"]
         for c in chunks_of(client_payloads(out))
@@ -230,6 +250,16 @@ def test_thinking_deltas_become_reasoning_content_and_signatures_are_dropped() -
         " 27 * 453 = 27 * 400 + 27 * 53",
         " = 10800 + 1431 = 12231.",
     ]
+
+
+def test_redacted_thinking_is_sent_whole_when_it_starts() -> None:
+    translator = started_translator()
+    block = {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3p"}
+    out = translator.feed(
+        "content_block_start", orjson.dumps({"type": "content_block_start", "index": 0, "content_block": block})
+    )
+    assert orjson.loads(out.removeprefix(b"data: "))["choices"][0]["delta"] == {"thinking_blocks": [block]}
+    assert translator.feed("content_block_stop", b'{"type":"content_block_stop","index":0}') == b""
 
 
 def test_signature_delta_produces_no_bytes() -> None:
@@ -448,3 +478,128 @@ def test_openai_sdk_raises_on_an_error_mid_stream() -> None:
             received.append(chunk)
     assert received  # the text before the failure was delivered
     assert all(choice.finish_reason is None for c in received for choice in c.choices)
+
+
+# --- web search citations
+
+
+def test_web_search_citations_arrive_as_annotations_when_the_cited_block_ends() -> None:
+    out, _ = translate(upstream_events("web_search"), include_usage=False)
+    chunks = chunks_of(client_payloads(out))
+    streamed = reassemble(chunks)
+    [annotation, *_] = streamed["annotations"]
+    span = annotation["url_citation"]
+    assert streamed["content"][span["start_index"] : span["end_index"]] == (
+        " Claude Shannon was born on April 30, 1916, in Petoskey, Michigan."
+    )
+    # Server tool blocks (the search itself) are not client tool calls.
+    assert streamed["tool_calls"] == []
+
+
+# --- n > 1: several choices in one stream
+
+
+def interleave(names: list[str]) -> list[tuple[int, str, bytes]]:
+    """The events of several transcripts, one choice each, interleaved round-robin."""
+    streams = [upstream_events(name) for name in names]
+    mixed: list[tuple[int, str, bytes]] = []
+    for step in range(max(len(events) for events in streams)):
+        for choice, events in enumerate(streams):
+            if step < len(events):
+                mixed.append((choice, *events[step]))
+    return mixed
+
+
+def merged_stream(names: list[str], *, include_usage: bool) -> tuple[bytes, ChoiceStreams]:
+    streams = ChoiceStreams(
+        len(names), created=CREATED, include_usage=include_usage, model=FALLBACK_MODEL, completion_id="chatcmpl-n"
+    )
+    out = b"".join(streams.feed(choice, event, data) for choice, event, data in interleave(names))
+    for choice in range(len(names)):
+        out += streams.end(choice)
+    return out, streams
+
+
+def test_choice_index_tags_every_chunk() -> None:
+    translator = StreamTranslator(created=CREATED, include_usage=False, model="m", choice_index=2, completion_id="x")
+    out = b"".join(translator.feed(event, data) for event, data in upstream_events("text")) + translator.finish()
+    chunks = chunks_of(client_payloads(out))
+    assert {choice["index"] for c in chunks for choice in c["choices"]} == {2}
+    assert {c["id"] for c in chunks} == {"x"}
+
+
+def test_choice_streams_interleave_n_choices_with_one_id_one_usage_and_one_done() -> None:
+    names = ["text", "tool_use", "thinking"]
+    out, streams = merged_stream(names, include_usage=True)
+    assert streams.done
+    payloads = client_payloads(out)
+    assert payloads.count(b"[DONE]") == 1
+    chunks = chunks_of(payloads)
+    assert {c["id"] for c in chunks} == {"chatcmpl-n"}
+    for k, name in enumerate(names):
+        mine = [{**c, "choices": [ch for ch in c["choices"] if ch["index"] == k]} for c in chunks if c["choices"]]
+        mine = [c for c in mine if c["choices"]]
+        assert mine[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        message = json.loads((FIXTURES / f"{name}.message.json").read_text(encoding="utf-8"))
+        expected = to_chat_completion(message, created=CREATED)["choices"][0]
+        streamed = reassemble(mine)
+        assert streamed["content"] == expected["message"]["content"], name
+        assert streamed["finish_reason"] == expected["finish_reason"], name
+    usage = [c for c in chunks if "usage" in c]
+    assert usage == [chunks[-1]]
+    assert chunks[-1]["choices"] == []
+    prompt = sum(
+        to_chat_completion(json.loads((FIXTURES / f"{n}.message.json").read_text(encoding="utf-8")), created=CREATED)[
+            "usage"
+        ]["prompt_tokens"]
+        for n in names
+    )
+    assert chunks[-1]["usage"]["prompt_tokens"] == prompt
+
+
+def test_choice_streams_without_include_usage_end_with_done_only() -> None:
+    out, _ = merged_stream(["text", "text"], include_usage=False)
+    assert not any("usage" in c for c in chunks_of(client_payloads(out)))
+
+
+def test_choice_streams_send_done_only_after_the_last_choice_ends() -> None:
+    streams = ChoiceStreams(2, created=CREATED, include_usage=False, model="m", completion_id="chatcmpl-n")
+    for choice, event, data in interleave(["text", "text"]):
+        streams.feed(choice, event, data)
+    assert streams.end(0) == b""
+    assert not streams.done
+    assert streams.end(1) == b"data: [DONE]\n\n"
+
+
+def test_choice_streams_an_error_in_one_choice_ends_the_whole_stream() -> None:
+    streams = ChoiceStreams(2, created=CREATED, include_usage=True, model="m", completion_id="chatcmpl-n")
+    out = b""
+    for choice, event, data in interleave(["text", "error_midstream"]):
+        out += streams.feed(choice, event, data)
+    assert streams.done
+    payloads = client_payloads(out)
+    assert b"[DONE]" not in payloads
+    assert orjson.loads(payloads[-1])["error"]["type"] == "overloaded_error"
+    assert streams.end(0) == b""
+    assert streams.feed(0, "ping", b"{}") == b""
+
+
+def test_choice_streams_a_choice_cut_short_fails_the_stream() -> None:
+    streams = ChoiceStreams(2, created=CREATED, include_usage=False, model="m", completion_id="chatcmpl-n")
+    cut = [e for e in upstream_events("text") if e[0] not in ("message_delta", "message_stop")]
+    for event, data in upstream_events("text"):
+        streams.feed(0, event, data)
+    for event, data in cut:
+        streams.feed(1, event, data)
+    assert streams.end(0) == b""
+    out = streams.end(1)
+    assert orjson.loads(out.removeprefix(b"data: "))["error"]["type"] == "server_error"
+    assert streams.done
+
+
+def test_openai_sdk_reads_a_stream_of_several_choices() -> None:
+    out, _ = merged_stream(["text", "tool_use"], include_usage=True)
+    chunks = list(sdk_stream(out))
+    indexes = {choice.index for c in chunks for choice in c.choices}
+    assert indexes == {0, 1}
+    assert chunks[-1].usage is not None

@@ -25,12 +25,13 @@ import orjson
 
 from proxy.errors import InvalidRequest
 
-__all__ = ["convert_messages"]
+__all__ = ["THINKING_TYPES", "convert_messages"]
 
 Block = dict[str, Any]
 Turn = dict[str, Any]
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 
 
 def convert_messages(raw: Any, *, model: str, prefill: bool) -> tuple[list[Block], list[Turn]]:
@@ -85,6 +86,9 @@ class _Conversation:
             if role == "user" and blocks[0]["type"] == "tool_result":
                 # The API wants tool results before anything else in a user turn; sort is stable.
                 content.sort(key=_not_tool_result)
+            elif role == "assistant" and blocks[0]["type"] in THINKING_TYPES:
+                # And thinking first in an assistant turn, each kept in its original order.
+                content.sort(key=_not_thinking)
             self.sources[-1] = index
         else:
             self.turns.append({"role": role, "content": blocks})
@@ -99,8 +103,17 @@ class _Conversation:
         content: list[Block] = last["content"]
         if any(block["type"] == "tool_use" for block in content):
             return  # an unanswered tool call, not a prefill: upstream judges it
+        # Echoed thinking only matters before a tool call; a prefill may not carry it (the API
+        # refuses thinking blocks in a final assistant turn), so it is dropped here.
+        content[:] = [block for block in content if block["type"] not in THINKING_TYPES]
+        if not content:
+            self.turns.pop()
+            self.sources.pop()
+            if not self.turns:
+                invalid_value("messages", "expected at least one user or assistant message with content.")
+            return
         # Only text blocks are left, none of them blank, so stripping never empties the turn.
-        content[-1] = {"type": "text", "text": content[-1]["text"].rstrip()}
+        content[-1] = {**content[-1], "text": content[-1]["text"].rstrip()}
         if not prefill:
             raise InvalidRequest(
                 f"The model {model!r} does not accept prefill: the conversation must not end with "
@@ -112,6 +125,10 @@ class _Conversation:
 
 def _not_tool_result(block: Block) -> bool:
     return bool(block["type"] != "tool_result")
+
+
+def _not_thinking(block: Block) -> bool:
+    return block["type"] not in THINKING_TYPES
 
 
 # Roles ---------------------------------------------------------------------------------------
@@ -143,6 +160,14 @@ def _user(message: dict[str, Any], path: str, index: int, conversation: _Convers
 
 def _assistant(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
     blocks: list[Block] = []
+    thinking_blocks = message.get("thinking_blocks")
+    if thinking_blocks is not None:
+        # What the gateway emitted with an earlier answer (README, "Thinking round trip"): Claude's
+        # signed thinking, which must come back before the tool calls it led to.
+        if not isinstance(thinking_blocks, list):
+            invalid_type(f"{path}.thinking_blocks", "an array", thinking_blocks)
+        for j, block in enumerate(thinking_blocks):
+            blocks.append(_thinking_block(block, f"{path}.thinking_blocks[{j}]"))
     content = message.get("content")
     if content is not None:
         blocks = _text_blocks(content, f"{path}.content", refusal=True)
@@ -216,7 +241,8 @@ def _text_blocks(content: Any, path: str, *, refusal: bool) -> list[Block]:
         part_path = f"{path}[{j}]"
         kind = _part_type(part, part_path)
         if kind == "text" or (refusal and kind == "refusal"):
-            blocks.extend(_text(required_type(part, kind, part_path, str, "a string")))
+            text = _text(required_type(part, kind, part_path, str, "a string"))
+            blocks.extend(_cached(block, part, part_path) for block in text)
         else:
             allowed = "'text' or 'refusal'" if refusal else "'text'"
             unsupported_value(f"{part_path}.type", f"{kind!r} parts are not accepted here, only {allowed}.")
@@ -242,7 +268,7 @@ def _user_part(part: Any, path: str) -> Block | None:
 
 def _text_part(part: dict[str, Any], path: str) -> Block | None:
     blocks = _text(required_type(part, "text", path, str, "a string"))
-    return blocks[0] if blocks else None
+    return _cached(blocks[0], part, path) if blocks else None
 
 
 def _image_part(part: dict[str, Any], path: str) -> Block:
@@ -262,9 +288,10 @@ def _image_part(part: dict[str, Any], path: str) -> Block:
         # Clients often mislabel images (a PNG sent as image/jpeg); upstream checks the bytes
         # against the declared type and refuses a mismatch, so trust the magic number instead.
         media_type = _sniff_image(raw) or media_type
-        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        block = {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        return _cached(block, part, path)
     if scheme.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
+        return _cached({"type": "image", "source": {"type": "url", "url": url}}, part, path)
     unsupported_value(url_path, "an image URL must be an http(s) URL or a base64 data: URL.")
 
 
@@ -332,6 +359,39 @@ def _sniff_image(raw: bytes) -> str | None:
     if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
         return "image/webp"
     return None
+
+
+def _thinking_block(block: Any, path: str) -> Block:
+    kind = _part_type(block, path)
+    if kind == "thinking":
+        thinking = required_type(block, "thinking", path, str, "a string")
+        signature = required_string(block, "signature", path)
+        return {"type": "thinking", "thinking": thinking, "signature": signature}
+    if kind == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": required_string(block, "data", path)}
+    unsupported_value(f"{path}.type", f"{kind!r}; expected 'thinking' or 'redacted_thinking'.")
+
+
+def _cached(block: Block, part: dict[str, Any], path: str) -> Block:
+    """`block`, marked as a prompt cache breakpoint when the part carries OpenAI's
+    `prompt_cache_breakpoint`; request.py sets the TTL and keeps at most four."""
+    breakpoint_ = part.get("prompt_cache_breakpoint")
+    if breakpoint_ is None:
+        return block
+    bp_path = f"{path}.prompt_cache_breakpoint"
+    if not isinstance(breakpoint_, dict):
+        invalid_type(bp_path, "an object", breakpoint_)
+    mode = breakpoint_.get("mode")
+    if mode != "explicit":
+        invalid_value(f"{bp_path}.mode", f"{mode!r}; the only supported value is 'explicit'.")
+    cache_control: Block = {"type": "ephemeral"}
+    ttl = breakpoint_.get("ttl")
+    if ttl is not None:
+        if ttl not in ("30m", "12h"):
+            invalid_value(f"{bp_path}.ttl", f"{ttl!r}. Supported values are: '30m' and '12h'.")
+        # Anthropic's cache lives 5 minutes or 1 hour; a minimum lifetime of 30m or more needs 1h.
+        cache_control["ttl"] = "1h"
+    return {**block, "cache_control": cache_control}
 
 
 # Tools ---------------------------------------------------------------------------------------

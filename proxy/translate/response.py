@@ -11,7 +11,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["completion_id", "finish_reason", "to_chat_completion", "to_openai_usage"]
+__all__ = [
+    "completion_id",
+    "finish_reason",
+    "merge_completions",
+    "merge_usage",
+    "thinking_block",
+    "to_chat_completion",
+    "to_openai_usage",
+    "url_citation",
+]
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -57,14 +66,58 @@ def to_openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def merge_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of OpenAI usages (n > 1: every choice is its own upstream call), field by field."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, dict):
+                total[key] = merge_usage([total.get(key) or {}, value])
+            elif isinstance(value, int):
+                total[key] = (total.get(key) or 0) + value
+    return total
+
+
+def merge_completions(completions: list[dict[str, Any]]) -> dict[str, Any]:
+    """One chat.completion from n, each from its own upstream call: the first one's id, created
+    and model; choices indexed 0..n-1 in order; usage summed."""
+    first = completions[0]
+    choices = [{**completion["choices"][0], "index": k} for k, completion in enumerate(completions)]
+    return {**first, "choices": choices, "usage": merge_usage([c["usage"] for c in completions])}
+
+
+def thinking_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A thinking or redacted_thinking block as the client echoes it back in `thinking_blocks`."""
+    if block["type"] == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block["data"]}
+    return {"type": "thinking", "thinking": block.get("thinking", ""), "signature": block.get("signature", "")}
+
+
+def url_citation(citation: dict[str, Any], start: int, end: int) -> dict[str, Any] | None:
+    """OpenAI's `url_citation` annotation for a web search citation of the text at [start, end)."""
+    if citation.get("type") != "web_search_result_location":
+        return None  # document citations have no URL to point at
+    found = {"start_index": start, "end_index": end, "title": citation.get("title") or "", "url": citation["url"]}
+    return {"type": "url_citation", "url_citation": found}
+
+
 def to_chat_completion(message: dict[str, Any], *, created: int) -> dict[str, Any]:
     texts: list[str] = []
     thinking: list[str] = []
+    thinking_blocks: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     tool_calls: list[dict[str, Any]] = []
+    offset = 0  # characters of content so far: where the next text block starts
     for block in message.get("content") or ():
         kind = block.get("type")
         if kind == "text":
-            texts.append(block["text"])
+            text = block["text"]
+            texts.append(text)
+            for citation in block.get("citations") or ():
+                annotation = url_citation(citation, offset, offset + len(text))
+                if annotation is not None:
+                    annotations.append(annotation)
+            offset += len(text)
         elif kind == "tool_use":
             tool_calls.append(
                 {
@@ -78,7 +131,10 @@ def to_chat_completion(message: dict[str, Any], *, created: int) -> dict[str, An
             )
         elif kind == "thinking":
             thinking.append(block.get("thinking", ""))
-        # redacted_thinking, server tool blocks and future types have no OpenAI equivalent.
+            thinking_blocks.append(thinking_block(block))
+        elif kind == "redacted_thinking":
+            thinking_blocks.append(thinking_block(block))
+        # Server tool blocks (web search …) and future types have no OpenAI equivalent.
 
     reply: dict[str, Any] = {
         "role": "assistant",
@@ -89,6 +145,12 @@ def to_chat_completion(message: dict[str, Any], *, created: int) -> dict[str, An
         reply["tool_calls"] = tool_calls
     if thinking:
         reply["reasoning_content"] = "".join(thinking)
+    if thinking_blocks:
+        # Echoed back on the assistant message, these let Claude resume its signed reasoning after
+        # a tool call (messages.py turns them back into blocks). LiteLLM's field name and shape.
+        reply["thinking_blocks"] = thinking_blocks
+    if annotations:
+        reply["annotations"] = annotations
 
     return {
         "id": completion_id(message["id"]),

@@ -1,0 +1,106 @@
+"""POST /v1/messages and /v1/messages/count_tokens for Anthropic-native clients.
+
+The body goes upstream as the client wrote it (aliases resolved), through the same client keys,
+retries, key pool and metrics as chat completions; errors come back in Anthropic's shape, which
+Anthropic SDKs parse. Pure helpers live in ``proxy/native.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy import metrics
+from proxy.chat import answer_headers, note_usage
+from proxy.errors import ProxyError, UpstreamAuthFailed
+from proxy.native import NativeUsage, anthropic_error, anthropic_error_event, message_usage, prepare_native
+from proxy.sse import SSEDecoder
+from proxy.translate.response import to_openai_usage
+from proxy.upstream import UpstreamReply, UpstreamStream
+
+if TYPE_CHECKING:
+    from proxy.app import Gateway
+
+log = logging.getLogger("proxy.native")
+
+# Headers a native client may set that the upstream should see; credentials are never among them.
+FORWARDED_HEADERS = ("anthropic-beta", "anthropic-version")
+
+
+async def native_messages(request: Request) -> Response:
+    return await _handle(request, "/v1/messages", count_tokens=False)
+
+
+async def native_count_tokens(request: Request) -> Response:
+    return await _handle(request, "/v1/messages/count_tokens", count_tokens=True)
+
+
+async def _handle(request: Request, path: str, *, count_tokens: bool) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    started = time.perf_counter()
+    try:
+        gateway.authenticate(request)
+        native = prepare_native(await gateway.read_json(request), gateway.models, count_tokens=count_tokens)
+        request.state.model, request.state.stream = native.model, native.stream
+        headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
+        if native.stream:
+            opened = await gateway.upstream.open_stream(path, native.payload, headers)
+            if isinstance(opened, UpstreamStream):
+                return StreamingResponse(
+                    _relay(opened, request),
+                    media_type="text/event-stream",
+                    headers={"cache-control": "no-cache", "x-accel-buffering": "no", **answer_headers(opened, started)},
+                )
+            reply = opened
+        else:
+            reply = await gateway.upstream.request("POST", path, native.payload, headers)
+    except ProxyError as exc:
+        request.state.error = exc.type
+        return Response(
+            anthropic_error(exc), status_code=exc.status_code, headers=exc.headers, media_type="application/json"
+        )
+    return _passthrough(request, reply, started, count_tokens=count_tokens)
+
+
+def _passthrough(request: Request, reply: UpstreamReply, started: float, *, count_tokens: bool) -> Response:
+    if reply.status == 401:  # the gateway's own upstream key was refused: not the client's fault
+        error = UpstreamAuthFailed("The gateway's upstream credentials were rejected; the operator has been alerted.")
+        return Response(anthropic_error(error), status_code=error.status_code, media_type="application/json")
+    if reply.status == 200 and not count_tokens:
+        try:
+            usage = message_usage(orjson.loads(reply.body))
+        except orjson.JSONDecodeError:
+            usage = None
+        if usage:
+            note_usage(request, to_openai_usage(usage))
+    headers = answer_headers(reply, started)
+    for name in ("retry-after", "content-type"):
+        if name in reply.headers:
+            headers[name] = reply.headers[name]
+    return Response(reply.body, status_code=reply.status, headers=headers)
+
+
+async def _relay(stream: UpstreamStream, request: Request) -> AsyncIterator[bytes]:
+    """Forward the upstream bytes unchanged, reading usage from the events on the way."""
+    decoder = SSEDecoder()
+    usage = NativeUsage()
+    metrics.STREAMS_OPEN.inc()
+    try:
+        async for chunk in stream.iter_bytes():
+            for event, data in decoder.feed(chunk):
+                usage.feed(event, data)
+            yield chunk
+    except ProxyError as exc:
+        log.warning("native upstream stream failed: %r", exc)
+        request.state.error = exc.type
+        yield anthropic_error_event(exc)
+    finally:
+        metrics.STREAMS_OPEN.dec()
+        note_usage(request, usage.openai_usage)
+        await stream.aclose()

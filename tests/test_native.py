@@ -1,0 +1,131 @@
+"""Native passthrough helpers (proxy/native.py): routing a native body, metering its reply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from anthropic.types.shared import ErrorResponse
+
+from proxy.errors import (
+    AuthenticationFailed,
+    BodyTooLarge,
+    InvalidRequest,
+    ProxyError,
+    RateLimited,
+    UpstreamAuthFailed,
+    UpstreamOverloaded,
+    UpstreamTimeout,
+)
+from proxy.models import ModelTable
+from proxy.native import (
+    NativeUsage,
+    anthropic_error,
+    anthropic_error_event,
+    message_usage,
+    prepare_native,
+)
+from proxy.sse import SSEDecoder
+from proxy.translate.response import to_openai_usage
+
+TABLE = ModelTable.with_overrides(aliases={"fast": "claude-haiku-4-5"})
+STREAMS = Path(__file__).parent / "fixtures" / "stream"
+BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def test_body_is_forwarded_as_sent() -> None:
+    request = prepare_native(BODY, TABLE)
+    assert orjson.loads(request.payload) == BODY
+    assert (request.model, request.requested_model, request.stream) == ("claude-sonnet-4-5", "claude-sonnet-4-5", False)
+
+
+def test_alias_is_resolved_in_the_forwarded_body_only() -> None:
+    body = {**BODY, "model": "fast", "stream": True}
+    request = prepare_native(body, TABLE)
+    assert orjson.loads(request.payload) == {**body, "model": "claude-haiku-4-5"}
+    assert body["model"] == "fast"  # the client's body is not modified
+    assert (request.model, request.requested_model, request.stream) == ("claude-haiku-4-5", "fast", True)
+
+
+def test_fields_the_gateway_does_not_translate_pass_through() -> None:
+    body = {**BODY, "container": "c1", "context_management": {"edits": []}, "future_field": [1]}
+    assert orjson.loads(prepare_native(body, TABLE).payload) == body
+
+
+def test_count_tokens_never_streams() -> None:
+    body = {"model": "fast", "messages": BODY["messages"], "stream": "whatever"}
+    request = prepare_native(body, TABLE, count_tokens=True)
+    assert request.stream is False
+    assert orjson.loads(request.payload)["model"] == "claude-haiku-4-5"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ([1, 2], None),
+        ({"messages": []}, "model"),
+        ({"model": 5}, "model"),
+        ({"model": ""}, "model"),
+        ({"model": "claude-sonnet-4-5", "stream": "yes"}, "stream"),
+    ],
+)
+def test_bodies_that_cannot_be_routed_are_refused(body: Any, param: str | None) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        prepare_native(body, TABLE)
+    assert info.value.status_code == 400
+    assert info.value.param == param
+
+
+def test_message_usage() -> None:
+    message = orjson.loads((STREAMS / "text.message.json").read_bytes())
+    assert message_usage(message) == message["usage"]
+    assert message_usage({"type": "error"}) is None
+    assert message_usage([]) is None
+
+
+@pytest.mark.parametrize("name", ["text", "tool_use", "thinking", "web_search"])
+@pytest.mark.parametrize("named", [True, False])
+def test_stream_usage_matches_the_final_message(name: str, named: bool) -> None:
+    meter = NativeUsage()
+    assert meter.usage is None and meter.openai_usage is None
+    for event, data in SSEDecoder().feed((STREAMS / f"{name}.sse").read_bytes()):
+        meter.feed(event if named else "message", data)
+    final = orjson.loads((STREAMS / f"{name}.message.json").read_bytes())["usage"]
+    usage = meter.usage
+    assert usage is not None
+    for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+        assert usage.get(key) == final.get(key), key
+    assert meter.openai_usage == to_openai_usage(usage)
+
+
+def test_stream_usage_ignores_what_it_cannot_read() -> None:
+    meter = NativeUsage()
+    meter.feed("message_start", b"{not json")
+    meter.feed("message_delta", b"[1]")
+    meter.feed("message_delta", orjson.dumps({"type": "message_delta", "usage": {"output_tokens": 4}}))
+    assert meter.usage == {"output_tokens": 4}
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (InvalidRequest("bad"), "invalid_request_error"),
+        (BodyTooLarge("big"), "invalid_request_error"),
+        (AuthenticationFailed("who"), "authentication_error"),
+        (RateLimited("slow down"), "rate_limit_error"),
+        (UpstreamAuthFailed("gateway key"), "api_error"),
+        (UpstreamOverloaded("busy"), "overloaded_error"),
+        (UpstreamTimeout("late"), "timeout_error"),
+        (ProxyError("oops"), "api_error"),
+    ],
+)
+def test_errors_render_in_anthropic_shape(error: ProxyError, kind: str) -> None:
+    body = orjson.loads(anthropic_error(error))
+    assert body == {"type": "error", "error": {"type": kind, "message": error.message}}
+    ErrorResponse.model_validate(body)
+    event = anthropic_error_event(error)
+    [(name, data)] = SSEDecoder().feed(event)
+    assert name == "error"
+    assert orjson.loads(data) == body
