@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import metrics
+from proxy.errors import InvalidRequest
 
 log = logging.getLogger("proxy.access")
 
@@ -56,8 +57,9 @@ def request_id(scope: Scope) -> str:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_header_bytes: int = 64 * 1024) -> None:
         self.app = app
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,7 +86,10 @@ class AccessMiddleware:
 
         metrics.IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
+                await _too_many_header_bytes(send_with_id, self.max_header_bytes)
+            else:
+                await self.app(scope, receive, send_with_id)
         finally:
             metrics.IN_FLIGHT.dec()
             self._record(scope, state, status, time.perf_counter() - started)
@@ -113,3 +118,11 @@ class AccessMiddleware:
                 fields[name] = state[name]
         level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
         log.log(level, "%s %s %s", scope["method"], fields["path"], status, extra={"fields": fields})
+
+
+async def _too_many_header_bytes(send: Send, limit: int) -> None:
+    # The server has buffered them already (httptools sets no limit); refuse before any handler sees them.
+    error = InvalidRequest(f"The request headers are larger than this gateway accepts ({limit} bytes).", status=431)
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 431, "headers": headers})
+    await send({"type": "http.response.body", "body": error.to_json()})

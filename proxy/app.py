@@ -21,7 +21,7 @@ from starlette.routing import Route
 from proxy import metrics
 from proxy.access import AccessMiddleware
 from proxy.auth import ClientKeys, Identity
-from proxy.chat import chat_completions
+from proxy.chat import ClientGone, chat_completions
 from proxy.config import Settings
 from proxy.errors import BodyTooLarge, InvalidRequest, NotFound, ProxyError
 from proxy.lifecycle import LIFECYCLE
@@ -174,6 +174,12 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody will read this; the status is for the access log (nginx's "client closed request").
+    request.state.error = "client_disconnected"
+    return Response(status_code=499)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(ProxyError("The gateway hit an internal error; it has been logged."))
@@ -224,10 +230,11 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(AccessMiddleware)],
+        middleware=[Middleware(AccessMiddleware, max_header_bytes=settings.max_header_bytes)],
         exception_handlers={
             ProxyError: _on_proxy_error,
             HTTPException: _on_http_error,
+            ClientGone: _on_client_gone,
             Exception: _on_unexpected,
         },
     )

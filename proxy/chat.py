@@ -7,11 +7,12 @@ Glue only: every mapping decision lives in ``proxy/translate``, every network de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from proxy.app import Gateway
 
 log = logging.getLogger("proxy.chat")
+_T = TypeVar("_T")
 
 MESSAGES_PATH = "/v1/messages"
 SSE_HEADERS = {
@@ -64,7 +66,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _complete(gateway: Gateway, request: Request, payload: bytes, started: float) -> Response:
-    reply = await gateway.upstream.request("POST", MESSAGES_PATH, payload)
+    reply = await until_disconnect(request, gateway.upstream.request("POST", MESSAGES_PATH, payload))
     _note_upstream(request, reply)
     if reply.status != 200:
         raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
@@ -82,7 +84,7 @@ async def _complete(gateway: Gateway, request: Request, payload: bytes, started:
 async def _stream(
     gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
 ) -> Response:
-    opened = await gateway.upstream.open_stream(MESSAGES_PATH, payload)
+    opened = await until_disconnect(request, gateway.upstream.open_stream(MESSAGES_PATH, payload))
     _note_upstream(request, opened)
     if isinstance(opened, UpstreamReply):
         # Nothing has reached the client yet, so an error here is an ordinary JSON error response.
@@ -139,12 +141,15 @@ async def _relay(
 
 
 async def _complete_choices(gateway: Gateway, request: Request, n: int, payload: bytes, started: float) -> Response:
-    try:
-        async with asyncio.TaskGroup() as group:  # one failure cancels the other calls
-            calls = [group.create_task(gateway.upstream.request("POST", MESSAGES_PATH, payload)) for _ in range(n)]
-    except* ProxyError as failed:
-        raise failed.exceptions[0] from None
-    replies = [call.result() for call in calls]
+    async def all_choices() -> list[UpstreamReply]:
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other calls
+                calls = [group.create_task(gateway.upstream.request("POST", MESSAGES_PATH, payload)) for _ in range(n)]
+        except* ProxyError as failed:
+            raise failed.exceptions[0] from None
+        return [call.result() for call in calls]
+
+    replies = await until_disconnect(request, all_choices())
     for reply in replies:
         if reply.status != 200:  # any failed choice fails the request: a partial answer would mislead
             _note_upstream(request, reply)
@@ -164,9 +169,10 @@ async def _complete_choices(gateway: Gateway, request: Request, n: int, payload:
 async def _stream_choices(
     gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
 ) -> Response:
-    opened = await asyncio.gather(
+    opening = asyncio.gather(
         *(gateway.upstream.open_stream(MESSAGES_PATH, payload) for _ in range(translated.n)), return_exceptions=True
     )
+    opened = await until_disconnect(request, opening)
     streams = [o for o in opened if isinstance(o, UpstreamStream)]
     failure = next((o for o in opened if not isinstance(o, UpstreamStream)), None)
     if failure is not None:
@@ -237,6 +243,34 @@ async def _relay_choices(
 def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> None:
     request.state.attempts = reply.attempts
     request.state.upstream_request_id = reply.request_id
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
+
+
+async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
+    """Run ``work`` (an upstream call) unless the client goes away first, in which case it is
+    cancelled at once: nobody is left to read the answer, and the upstream call costs money."""
+    call = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((call, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(BaseException):
+                await call
+    if call.cancelled():
+        raise ClientGone
+    return call.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read already, so the next message the server sends is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def note_usage(request: Request, usage: dict[str, Any] | None) -> None:

@@ -142,6 +142,7 @@ class Settings(BaseSettings):
     max_n: int = Field(8, ge=1, le=128, description="largest `n` (choices per request) a client may ask for")
     auto_cache: bool = False
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
     models_cache_seconds: float = Field(300.0, ge=0)
     model_aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, CapsRow] = Field(default_factory=dict)

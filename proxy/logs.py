@@ -46,3 +46,6 @@ def setup(level: str = "info", fmt: str = "json") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # Client libraries log every request at INFO; the access line already says all of it.
+    for name in ("httpx", "httpcore", "aiohttp"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -20,11 +20,11 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import aiohttp
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from proxy import metrics
@@ -55,9 +55,15 @@ _TRANSPORT_ERRORS: tuple[tuple[type[Exception], Callable[[str], ProxyError]], ..
     (httpx.TimeoutException, lambda m: UpstreamTimeout(f"the upstream API timed out: {m}")),
     (TimeoutError, lambda m: UpstreamTimeout(f"the upstream API timed out{m}")),
     (httpx.ConnectError, lambda m: UpstreamUnavailable(f"cannot connect to the upstream API: {m}")),
+    (aiohttp.ClientConnectorError, lambda m: UpstreamUnavailable(f"cannot connect to the upstream API: {m}")),
     (httpx.RemoteProtocolError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
+    (aiohttp.ServerDisconnectedError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
+    (aiohttp.ClientPayloadError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
     (httpx.TransportError, lambda m: UpstreamError(f"upstream transport error: {m}")),
+    (aiohttp.ClientError, lambda m: UpstreamError(f"upstream transport error: {m}")),
+    (OSError, lambda m: UpstreamError(f"upstream transport error: {m}")),
 )
+_TRANSPORT_EXCEPTIONS = tuple(exc_type for exc_type, _ in _TRANSPORT_ERRORS)
 
 
 def map_transport_error(exc: BaseException) -> ProxyError:
@@ -87,11 +93,11 @@ class UpstreamStream:
 
     status: int
     headers: Mapping[str, str]
-    _response: httpx.Response
+    _chunks: AsyncIterator[bytes]
+    _close: Callable[[], Awaitable[None]]
     _idle_timeout: float
     _on_close: Callable[[], None] | None = None
     _prefix: list[bytes] = field(default_factory=list)
-    _chunks: AsyncIterator[bytes] | None = None
     elapsed: float = 0.0
     attempts: int = 1
     _closed: bool = False
@@ -130,21 +136,19 @@ class UpstreamStream:
         return None
 
     async def _next_chunk(self) -> bytes | None:
-        if self._chunks is None:
-            self._chunks = self._response.aiter_bytes().__aiter__()
         try:
             async with asyncio.timeout(self._idle_timeout):
-                return await self._chunks.__anext__()
+                return await anext(self._chunks)
         except StopAsyncIteration:
             return None
-        except (httpx.TransportError, TimeoutError) as exc:
+        except _TRANSPORT_EXCEPTIONS as exc:
             raise map_transport_error(exc) from exc
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
             try:
-                await self._response.aclose()
+                await self._close()
             finally:
                 if self._on_close:
                     self._on_close()
@@ -184,20 +188,13 @@ class Upstream:
         self._sleep = sleep or asyncio.sleep
         self._clock = clock
         # One shared pool, sized from the in-flight bound so that admitted calls never queue for a connection.
-        limits = httpx.Limits(
-            max_connections=up.max_in_flight, max_keepalive_connections=up.max_in_flight, keepalive_expiry=30.0
-        )
-        self._client = httpx.AsyncClient(
-            base_url=settings.anthropic_base_url,
-            transport=transport or _network_transport(up.transport, limits),
-            # Reads are bounded by our own first-byte and idle timeouts, which httpx cannot tell apart.
-            timeout=httpx.Timeout(connect=up.connect_timeout, read=None, write=up.idle_timeout, pool=None),
-            limits=limits,
-            headers={"anthropic-version": settings.anthropic_version, "content-type": "application/json"},
-        )
+        if transport is None and up.transport == "aiohttp":
+            self._backend: _Backend = _AiohttpBackend(settings)
+        else:
+            self._backend = _HttpxBackend(settings, transport)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._backend.aclose()
 
     # --- public calls ----------------------------------------------------------------
 
@@ -274,13 +271,12 @@ class Upstream:
     ) -> UpstreamStream:
         metrics.UPSTREAM_ATTEMPTS.labels(path.partition("?")[0]).inc()
         sent = {**headers, "x-api-key": key.secret} if headers else {"x-api-key": key.secret}
-        request = self._client.build_request(method, path, content=body, headers=sent)
         try:
             async with asyncio.timeout(self.config.first_byte_timeout):
-                response = await self._client.send(request, stream=True)
-        except (httpx.TransportError, TimeoutError) as exc:
+                status, response_headers, chunks, close = await self._backend.open(method, path, body, sent)
+        except _TRANSPORT_EXCEPTIONS as exc:
             raise _Retry(map_transport_error(exc)) from exc
-        return UpstreamStream(response.status_code, response.headers, response, self.config.idle_timeout)
+        return UpstreamStream(status, response_headers, chunks, close, self.config.idle_timeout)
 
     def _judge(self, reply: UpstreamReply, key: UpstreamKey) -> UpstreamReply:
         """Decide what an error reply means for the key pool and whether to try again."""
@@ -386,12 +382,80 @@ class _Slot:
             self._upstream.in_flight -= 1
 
 
-def _network_transport(kind: str, limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
-    """The connection pool under the client. httpx's own pool contends under concurrency
-    (encode/httpx#3215); aiohttp's, behind the same httpx interface, does not (see bench/README.md)."""
-    if kind == "aiohttp":
-        return AiohttpTransport(limits=limits)
-    return None  # httpx builds its own from ``limits``
+Opened = tuple[int, Mapping[str, str], AsyncIterator[bytes], Callable[[], Awaitable[None]]]
+
+
+class _Backend(Protocol):
+    """The HTTP client under ``Upstream``: open a request, get status, headers, body chunks, close."""
+
+    async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Opened: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpBackend:
+    """aiohttp's client, used directly: its pool does not contend under concurrency as httpx's does
+    (encode/httpx#3215), and without httpx's layers on top it costs far less per request
+    (see bench/README.md for the comparison)."""
+
+    def __init__(self, settings: Settings) -> None:
+        up = settings.upstream
+        self._base = settings.anthropic_base_url.rstrip("/")
+        self._default_headers = {"anthropic-version": settings.anthropic_version, "content-type": "application/json"}
+        self._limit = up.max_in_flight
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=up.connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop, as aiohttp requires.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30.0, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._default_headers, auto_decompress=True
+            )
+        return self._session
+
+    async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Opened:
+        response = await self._client().request(method, self._base + path, data=body, headers=headers)
+
+        async def close() -> None:
+            # A body read to its end returns the connection to the pool; a partial one must not be reused.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
+
+        return response.status, response.headers, response.content.iter_any(), close
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _HttpxBackend:
+    """httpx's client: for an injected transport (tests, the in-process simulator) or by choice."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> None:
+        up = settings.upstream
+        limits = httpx.Limits(
+            max_connections=up.max_in_flight, max_keepalive_connections=up.max_in_flight, keepalive_expiry=30.0
+        )
+        self._client = httpx.AsyncClient(
+            base_url=settings.anthropic_base_url,
+            transport=transport,
+            # Reads are bounded by our own first-byte and idle timeouts, which httpx cannot tell apart.
+            timeout=httpx.Timeout(connect=up.connect_timeout, read=None, write=up.idle_timeout, pool=None),
+            limits=limits,
+            headers={"anthropic-version": settings.anthropic_version, "content-type": "application/json"},
+        )
+
+    async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Opened:
+        request = self._client.build_request(method, path, content=body, headers=headers)
+        response = await self._client.send(request, stream=True)
+        return response.status_code, response.headers, response.aiter_bytes(), response.aclose
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 def _retry_reason(final: UpstreamReply | ProxyError) -> str:

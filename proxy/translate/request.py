@@ -382,7 +382,7 @@ def _response_format(value: Any, name: str, context: Context) -> Any:
     if _ends_in_prefill(context.upstream):
         unsupported_value(name, "structured outputs cannot continue a prefilled assistant message.")
     # `name` and `description` have no Messages API equivalent and are dropped.
-    output_format = {"type": "json_schema", "schema": _close_objects(schema)}
+    output_format = {"type": "json_schema", "schema": _close_objects(schema, f"{path}.schema")}
     context.upstream.setdefault("output_config", {})["format"] = output_format
     return OMIT
 
@@ -392,21 +392,28 @@ _SUBSCHEMA_LISTS: Final = ("anyOf", "allOf", "oneOf", "prefixItems")
 _SUBSCHEMA_ONE: Final = ("items", "not", "additionalProperties", "contains")
 
 
-def _close_objects(schema: Any) -> Any:
+# Deeper schemas than this are refused rather than walked: JSON reads nest far deeper than any
+# real schema, and the walk below is recursive.
+MAX_SCHEMA_DEPTH: Final = 64
+
+
+def _close_objects(schema: Any, name: str, depth: int = 0) -> Any:
     """A copy of `schema` in which every object schema that leaves `additionalProperties` unset
     sets it to false, as Claude's JSON outputs require (and OpenAI's strict mode already does)."""
     if not isinstance(schema, dict):
         return schema
+    if depth > MAX_SCHEMA_DEPTH:
+        invalid_value(name, f"the JSON schema nests deeper than {MAX_SCHEMA_DEPTH} levels.")
     closed = dict(schema)
     for key in _SUBSCHEMA_MAPS:
         if isinstance(closed.get(key), dict):
-            closed[key] = {k: _close_objects(v) for k, v in closed[key].items()}
+            closed[key] = {k: _close_objects(v, name, depth + 1) for k, v in closed[key].items()}
     for key in _SUBSCHEMA_LISTS:
         if isinstance(closed.get(key), list):
-            closed[key] = [_close_objects(v) for v in closed[key]]
+            closed[key] = [_close_objects(v, name, depth + 1) for v in closed[key]]
     for key in _SUBSCHEMA_ONE:
         if isinstance(closed.get(key), dict):
-            closed[key] = _close_objects(closed[key])
+            closed[key] = _close_objects(closed[key], name, depth + 1)
     kind = closed.get("type")
     is_object = kind == "object" or (isinstance(kind, list) and "object" in kind)
     if is_object and "additionalProperties" not in closed:
