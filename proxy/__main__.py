@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,9 @@ from starlette.applications import Starlette
 from proxy import logs, server
 from proxy.config import ConfigError, load_settings
 from proxy.keypool import label
+from proxy.keys import keys_stored
+from proxy.keys.cli import register as register_keys
+from proxy.keys.store import is_redis_url
 
 
 def app_factory() -> Starlette:
@@ -37,8 +41,14 @@ def serve(args: argparse.Namespace) -> int:
         # Workers are separate processes that read settings again; the environment carries the path.
         os.environ["PROXY_CONFIG"] = args.config
     settings = load_settings(host=args.host, port=args.port, workers=args.workers)
-    settings.check_can_serve()
+    settings.check_can_serve(stored_keys=keys_stored(settings.store))
     logs.setup(settings.log_level, settings.log_format)
+    if settings.workers > 1 and not is_redis_url(settings.store):
+        logging.getLogger("proxy").warning(
+            "with %d workers on a SQLite key store, rpm/tpm limits are enforced per worker; "
+            "use PROXY_STORE=redis://… for exact limits across workers and replicas",
+            settings.workers,
+        )
     server.run(settings)
     return 0
 
@@ -78,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port (default 8080)")
     run.add_argument("--workers", type=int, help="worker processes (default 1)")
     run.set_defaults(handler=serve)
+
+    register_keys(commands)
 
     check = commands.add_parser("check-config", help="validate the configuration and print the effective settings")
     check.add_argument("--config", help="YAML settings file (default: $PROXY_CONFIG)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,11 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import metrics
+from proxy.abuse import BadKeyThrottle
 from proxy.access import AccessMiddleware
-from proxy.auth import ClientKeys, Identity
 from proxy.chat import ClientGone, chat_completions
 from proxy.config import Settings
-from proxy.errors import BodyTooLarge, InvalidRequest, NotFound, ProxyError
+from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NotFound, ProxyError, RateLimited
+from proxy.keys import KeyService, PriceTable, Principal, keys_from_config
+from proxy.keys.admin import routes as admin_routes
 from proxy.lifecycle import LIFECYCLE
 from proxy.models import ModelTable
 from proxy.native_route import native_count_tokens, native_messages
@@ -37,18 +40,35 @@ log = logging.getLogger("proxy")
 class Gateway:
     """What every request handler needs, built once at start-up."""
 
-    def __init__(self, settings: Settings, upstream: Upstream) -> None:
+    def __init__(self, settings: Settings, upstream: Upstream, keys: KeyService) -> None:
         self.settings = settings
         self.models: ModelTable = settings.model_table()
-        self.client_keys = ClientKeys(settings.api_keys)
+        self.keys = keys
         self.upstream = upstream
+        self.bad_keys = BadKeyThrottle(settings.bad_key_max_failures, settings.bad_key_window)
         self._model_list: tuple[float, list[dict[str, Any]]] | None = None
 
-    def authenticate(self, request: Request) -> Identity:
-        identity = self.client_keys.authenticate(request.headers)
-        request.state.identity = identity
-        request.state.key_name = identity.name
-        return identity
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller's key, checked before anything else. An address that keeps sending wrong keys
+        is refused for a while before its key is even looked at, so guessing gets no answers."""
+        address = request.client.host if request.client else None
+        wait = self.bad_keys.check(address)
+        if wait is not None:
+            raise RateLimited(
+                "Too many requests with an invalid API key from this address; retry later.",
+                code="too_many_invalid_keys",
+                headers={"retry-after": str(math.ceil(wait))},
+            )
+        try:
+            principal = await self.keys.authenticate(request.headers)
+        except AuthenticationFailed as exc:
+            if exc.code != "missing_api_key":  # a missing key is a misconfigured client, not a guess
+                self.bad_keys.record_failure(address)
+            raise
+        self.bad_keys.record_success(address)
+        request.state.principal = principal
+        request.state.key_name = principal.name
+        return principal
 
     async def read_json(self, request: Request) -> Any:
         """The request body parsed as JSON, refusing bodies over the configured limit early."""
@@ -135,14 +155,14 @@ async def metrics_endpoint(request: Request) -> Response:
 
 async def models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    gateway.authenticate(request)
+    await gateway.authenticate(request)
     data = await gateway.list_models()
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
 async def model(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    gateway.authenticate(request)
+    await gateway.authenticate(request)
     wanted = request.path_params["model"]
     for entry in await gateway.list_models():
         if entry["id"] == wanted:
@@ -206,7 +226,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         LIFECYCLE.ready = LIFECYCLE.draining = False
-        gateway = Gateway(settings, Upstream(settings, transport=transport))
+        keys = await KeyService.open(
+            settings.store,
+            settings.api_keys,
+            keys_from_config(settings.client_keys),
+            admin_key=settings.admin_key,
+            prices=PriceTable.shipped(settings.prices),
+        )
+        gateway = Gateway(settings, Upstream(settings, transport=transport), keys)
         app.state.gateway = gateway
         if drain_on_signal:
             install_drain(settings.shutdown.drain_delay)
@@ -216,6 +243,7 @@ def create_app(
         finally:
             LIFECYCLE.ready = False
             await gateway.upstream.aclose()
+            await gateway.keys.aclose()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
@@ -226,6 +254,7 @@ def create_app(
         Route("/v1/messages/count_tokens", native_count_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
+        *admin_routes(lambda request: request.app.state.gateway.keys),
     ]
     return Starlette(
         routes=routes,

@@ -2,6 +2,10 @@
 
 Keys are kept only as SHA-256 digests and compared with ``hmac.compare_digest`` against every
 known digest, so neither the stored form nor the timing reveals a key.
+
+The helpers here (``presented_key``, ``digest``, ``redact``) are shared with ``proxy.keys``, whose
+``KeyService`` authenticates these same static keys beside stored and configured client keys, with
+model allowlists, rate limits and budgets; ``ClientKeys`` remains for the static keys alone.
 """
 
 from __future__ import annotations
@@ -68,11 +72,11 @@ class ClientKeys:
             if hmac.compare_digest(candidate, known):
                 match = name
         if match is None:
-            raise AuthenticationFailed(f"Incorrect API key provided: {_redact(key)}.")
+            raise AuthenticationFailed(f"Incorrect API key provided: {redact(key)}.")
         return Identity(name=match)
 
 
-def _redact(key: str) -> str:
+def redact(key: str) -> str:
     # The same courtesy OpenAI extends: enough to recognise your own key, not enough to use it.
     if len(key) <= 8:
         return "*" * len(key)

@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from proxy import metrics
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
+from proxy.keys import estimate_tokens
 from proxy.sse import SSEDecoder
 from proxy.translate.errors import from_upstream
 from proxy.translate.request import TranslatedRequest, to_messages_request
@@ -44,7 +45,7 @@ SSE_HEADERS = {
 async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
-    gateway.authenticate(request)
+    principal = await gateway.authenticate(request)
     body = await gateway.read_json(request)
     settings = gateway.settings
     translated = to_messages_request(body, gateway.models, max_n=settings.max_n, auto_cache=settings.auto_cache)
@@ -56,6 +57,27 @@ async def chat_completions(request: Request) -> Response:
         payload = orjson.dumps(translated.upstream)
     except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes (it reads deeper than it writes)
         raise InvalidRequest(f"The request cannot be forwarded: {exc}.") from None
+    gateway.keys.check_model(principal, translated.model)
+    estimate = estimate_tokens(translated.upstream) * translated.n
+    admission = await gateway.keys.admit(principal, translated.model, estimate)
+    state.admission = admission
+    try:
+        response = await _dispatch(gateway, request, translated, payload, started)
+    except BaseException as exc:
+        await settle(request)  # nothing came back: the reservation is released
+        if isinstance(exc, ProxyError):
+            for name, value in admission.headers.items():
+                exc.headers.setdefault(name, value)
+        raise
+    response.headers.update(admission.headers)
+    if not translated.stream:
+        await settle(request)  # a stream settles when it ends, in its relay
+    return response
+
+
+async def _dispatch(
+    gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
+) -> Response:
     if translated.n > 1:
         if translated.stream:
             return await _stream_choices(gateway, request, translated, payload, started)
@@ -134,6 +156,7 @@ async def _relay(
     finally:
         metrics.STREAMS_OPEN.dec()
         note_usage(request, translator.usage)
+        await settle(request)
         await stream.aclose()
 
 
@@ -238,6 +261,7 @@ async def _relay_choices(
             await stream.aclose()
         usages = [t.usage for t in choices.translators if t.usage is not None]
         note_usage(request, merge_usage(usages) if usages else None)
+        await settle(request)
 
 
 def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> None:
@@ -273,10 +297,22 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+async def settle(request: Request) -> None:
+    """Replace the key's token reservation by what was used (``state.usage``; none on failure)."""
+    state = request.state
+    admission = getattr(state, "admission", None)
+    if admission is None:
+        return
+    state.admission = None
+    gateway: Gateway = request.app.state.gateway
+    await gateway.keys.settle_usage(admission, model=state.model, usage=getattr(state, "usage", None))
+
+
 def note_usage(request: Request, usage: dict[str, Any] | None) -> None:
     if not usage:
         return
     state = request.state
+    state.usage = usage
     state.prompt_tokens = usage.get("prompt_tokens")
     state.completion_tokens = usage.get("completion_tokens")
     state.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")

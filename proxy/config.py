@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from proxy.keys.model import ClientKeyConfig, keys_from_config
 from proxy.models import CapsRow, ModelTable
 
 
@@ -137,6 +138,10 @@ class Settings(BaseSettings):
     allow_anonymous: bool = False
     store: str = Field("./claude-proxy.db", validation_alias=AliasChoices("PROXY_STORE", "store"))
     admin_key: SecretStr | None = Field(None, validation_alias=AliasChoices("PROXY_ADMIN_KEY", "admin_key"))
+    client_keys: list[ClientKeyConfig] = Field(default_factory=list)
+    prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    bad_key_max_failures: int = Field(10, ge=1, description="bad keys one address may send per window")
+    bad_key_window: float = Field(60.0, gt=0, description="seconds of that window")
 
     simulate: bool | None = None
     max_n: int = Field(8, ge=1, le=128, description="largest `n` (choices per request) a client may ask for")
@@ -148,6 +153,11 @@ class Settings(BaseSettings):
     models: dict[str, CapsRow] = Field(default_factory=dict)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+
+    @model_validator(mode="after")
+    def _config_keys_resolve(self) -> Settings:
+        keys_from_config(self.client_keys)  # a secret_env that is not set fails here, at start-up
+        return self
 
     @field_validator("anthropic_api_key", "api_keys", mode="before")
     @classmethod
@@ -184,9 +194,9 @@ class Settings(BaseSettings):
     def model_table(self) -> ModelTable:
         return ModelTable.with_overrides(self.models, self.model_aliases)
 
-    def check_can_serve(self) -> None:
+    def check_can_serve(self, stored_keys: bool = False) -> None:
         """Refuse configurations that would expose Claude to anyone who can reach the port."""
-        if self.api_keys or self.allow_anonymous or self.bind_is_loopback:
+        if self.api_keys or self.client_keys or stored_keys or self.allow_anonymous or self.bind_is_loopback:
             return
         raise ConfigError(
             f"refusing to serve on {self.host}:{self.port} without client keys: anyone who can reach "

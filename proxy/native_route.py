@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from proxy import metrics
-from proxy.chat import answer_headers, note_usage
+from proxy.chat import answer_headers, note_usage, settle, until_disconnect
 from proxy.errors import ProxyError, UpstreamAuthFailed
+from proxy.keys import estimate_tokens
 from proxy.native import NativeUsage, anthropic_error, anthropic_error_event, message_usage, prepare_native
 from proxy.sse import SSEDecoder
 from proxy.translate.response import to_openai_usage
@@ -45,27 +46,48 @@ async def _handle(request: Request, path: str, *, count_tokens: bool) -> Respons
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
     try:
-        gateway.authenticate(request)
-        native = prepare_native(await gateway.read_json(request), gateway.models, count_tokens=count_tokens)
+        principal = await gateway.authenticate(request)
+        body = await gateway.read_json(request)
+        native = prepare_native(body, gateway.models, count_tokens=count_tokens)
         request.state.model, request.state.stream = native.model, native.stream
+        gateway.keys.check_model(principal, native.model)
+        if not count_tokens:  # counting tokens is free upstream, so it spends nothing here either
+            request.state.admission = await gateway.keys.admit(principal, native.model, estimate_tokens(body))
         headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
         if native.stream:
-            opened = await gateway.upstream.open_stream(path, native.payload, headers)
+            opened = await until_disconnect(request, gateway.upstream.open_stream(path, native.payload, headers))
             if isinstance(opened, UpstreamStream):
                 return StreamingResponse(
                     _relay(opened, request),
                     media_type="text/event-stream",
-                    headers={"cache-control": "no-cache", "x-accel-buffering": "no", **answer_headers(opened, started)},
+                    headers={
+                        "cache-control": "no-cache",
+                        "x-accel-buffering": "no",
+                        **answer_headers(opened, started),
+                        **_limit_headers(request),
+                    },
                 )
             reply = opened
         else:
-            reply = await gateway.upstream.request("POST", path, native.payload, headers)
+            reply = await until_disconnect(request, gateway.upstream.request("POST", path, native.payload, headers))
     except ProxyError as exc:
         request.state.error = exc.type
+        headers = {**_limit_headers(request), **exc.headers}
+        await settle(request)
         return Response(
-            anthropic_error(exc), status_code=exc.status_code, headers=exc.headers, media_type="application/json"
+            anthropic_error(exc), status_code=exc.status_code, headers=headers, media_type="application/json"
         )
-    return _passthrough(request, reply, started, count_tokens=count_tokens)
+    except BaseException:
+        await settle(request)
+        raise
+    response = _passthrough(request, reply, started, count_tokens=count_tokens)
+    await settle(request)
+    return response
+
+
+def _limit_headers(request: Request) -> dict[str, str]:
+    admission = getattr(request.state, "admission", None)
+    return dict(admission.headers) if admission is not None else {}
 
 
 def _passthrough(request: Request, reply: UpstreamReply, started: float, *, count_tokens: bool) -> Response:
@@ -79,7 +101,7 @@ def _passthrough(request: Request, reply: UpstreamReply, started: float, *, coun
             usage = None
         if usage:
             note_usage(request, to_openai_usage(usage))
-    headers = answer_headers(reply, started)
+    headers = {**answer_headers(reply, started), **_limit_headers(request)}
     for name in ("retry-after", "content-type"):
         if name in reply.headers:
             headers[name] = reply.headers[name]
@@ -103,4 +125,5 @@ async def _relay(stream: UpstreamStream, request: Request) -> AsyncIterator[byte
     finally:
         metrics.STREAMS_OPEN.dec()
         note_usage(request, usage.openai_usage)
+        await settle(request)
         await stream.aclose()

@@ -43,6 +43,8 @@ def run(
 ) -> Iterator[subprocess.Popen[bytes]]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
     full_env.update(env or {})
+    # Each server gets its own key store, outside the working tree.
+    full_env.setdefault("PROXY_STORE", str(Path(tempfile.mkdtemp(prefix="claude-proxy-test-")) / "keys.db"))
     # A file, not a pipe: a chatty server must never block on a full pipe nobody reads.
     with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         process = subprocess.Popen([sys.executable, "-m", "proxy", *args], env=full_env, stdout=log, stderr=log)

@@ -1,0 +1,336 @@
+"""Ratios, the project's targets, and the Markdown tables printed and pasted into bench/README.md.
+
+``python -m bench.report [results.json]`` renders a saved run again (default: results/latest.json).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import SCENARIOS
+from bench.targets import CLAUDE_PROXY, DIRECT, LITELLM, REFERENCE
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_ORDER = (DIRECT, CLAUDE_PROXY, LITELLM, REFERENCE)
+LABELS = {REFERENCE: "reference forwarder"}
+Rows = dict[str, dict[str, Any]]  # target name -> row
+
+
+def _row(results: dict[str, Any], scenario: str, target: str) -> dict[str, Any] | None:
+    row = results.get("scenarios", {}).get(scenario, {}).get(target)
+    return row if row and not row.get("problem") else None
+
+
+def _value(results: dict[str, Any], scenario: str, target: str, key: str) -> float | None:
+    row = _row(results, scenario, target)
+    value = row.get(key) if row else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
+    def rps(scenario: str, target: str) -> float | None:
+        return _value(results, scenario, target, "rps")
+
+    def p50(scenario: str, target: str) -> float | None:
+        return _value(results, scenario, target, "p50_ms")
+
+    throughput = ("c1", "c32", "s32")
+    latency = ("c1", "c32", "s32", "ttfb")
+    return {
+        "claude_proxy_over_litellm_rps": {s: _div(rps(s, CLAUDE_PROXY), rps(s, LITELLM)) for s in throughput},
+        "claude_proxy_over_direct_rps": {s: _div(rps(s, CLAUDE_PROXY), rps(s, DIRECT)) for s in throughput},
+        "litellm_over_direct_rps": {s: _div(rps(s, LITELLM), rps(s, DIRECT)) for s in throughput},
+        "claude_proxy_added_p50_ms": {s: _sub(p50(s, CLAUDE_PROXY), p50(s, DIRECT)) for s in latency},
+        "litellm_added_p50_ms": {s: _sub(p50(s, LITELLM), p50(s, DIRECT)) for s in latency},
+        "claude_proxy_over_reference_rps": {s: _div(rps(s, CLAUDE_PROXY), rps(s, REFERENCE)) for s in ("c1", "c32")},
+        "reference_added_p50_ms": {s: _sub(p50(s, REFERENCE), p50(s, DIRECT)) for s in ("c1", "c32")},
+        "c32_p99_over_p50": {
+            t: _div(_value(results, "c32", t, "p99_ms"), _value(results, "c32", t, "p50_ms")) for t in TARGET_ORDER
+        },
+    }
+
+
+def _check(
+    name: str, target: str, measured: float | None, limit: float, *, at_least: bool, unit: str = ""
+) -> dict[str, Any]:
+    if measured is None:
+        return {"name": name, "target": target, "measured": None, "met": None, "detail": "not measured"}
+    met = measured >= limit if at_least else measured <= limit
+    if at_least:
+        share = measured / limit
+        detail = f"{share:.2f} times the goal" if met else f"missed: {share:.2f} of the goal ({1 / share:.1f}x short)"
+    else:
+        gap = abs(limit - measured)
+        detail = f"{gap:.3g}{unit} to spare" if met else f"missed by {gap:.3g}{unit}"
+    return {"name": name, "target": target, "measured": round(measured, 4), "met": met, "detail": detail}
+
+
+def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    ratios = results["ratios"]
+    over_ll = ratios["claude_proxy_over_litellm_rps"]
+    over_direct = ratios["claude_proxy_over_direct_rps"]
+    added = ratios["claude_proxy_added_p50_ms"]
+    checks = [
+        _check("c32 rps vs LiteLLM", "≥ 30x", over_ll["c32"], 30, at_least=True),
+        _check("c32 rps vs direct", "≥ 0.5x", over_direct["c32"], 0.5, at_least=True),
+        _check("s32 rps vs LiteLLM", "≥ 20x", over_ll["s32"], 20, at_least=True),
+        _check("s32 rps vs direct", "≥ 0.5x", over_direct["s32"], 0.5, at_least=True),
+        _check("c1 added p50", "≤ 0.4 ms", added["c1"], 0.4, at_least=False, unit=" ms"),
+        _check("ttfb added p50", "≤ 1 ms", added["ttfb"], 1.0, at_least=False, unit=" ms"),
+        _check("c32 p99 / p50", "≤ 3x", ratios["c32_p99_over_p50"][CLAUDE_PROXY], 3.0, at_least=False, unit="x"),
+    ]
+    opened = results.get("scenarios", {}).get("open1000", {}).get(CLAUDE_PROXY)
+    if opened:
+        streams, completed = opened.get("streams", 0), opened.get("completed", 0)
+        met = bool(streams) and completed == streams
+        checks.append(
+            {
+                "name": "open1000 complete",
+                "target": "all",
+                "measured": completed,
+                "met": met,
+                "detail": f"{completed} of {streams}" + ("" if met else f"; failures: {opened.get('failures')}"),
+            }
+        )
+        checks.append(_check("open1000 gateway RSS", "≤ 120 MB", opened.get("rss_mb"), 120, at_least=False, unit=" MB"))
+    return checks
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    if value is None:
+        return "—"
+    return format(value, spec)
+
+
+def _ms(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:,.0f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _scenario_rows(rows: Rows, unit: str, cpu: bool) -> list[list[str]]:
+    out = []
+    for target in TARGET_ORDER:
+        row = rows.get(target)
+        if row is None:
+            continue
+        name = LABELS.get(target, target)
+        blanks = ["—"] * (5 if cpu else 4)
+        if row.get("problem") and row.get("rps") is None:
+            out.append([name, *blanks, f"failed: {row['problem'].splitlines()[0][:90]}"])
+            continue
+        note = row.get("problem") or ""
+        cells = [name, _fmt(row.get("rps")), _ms(row.get("p50_ms")), _ms(row.get("p99_ms"))]
+        if cpu:
+            cells.append(_ms(row.get("cpu_ms_per_request")))
+        cells.append(_fmt(row.get("rss_mb"), ".0f"))
+        measured = f"{row.get('requests', 0):,} {unit}" + _foreign(row)
+        cells.append(note.splitlines()[0][:90] if note else measured)
+        out.append(cells)
+    return out
+
+
+def _foreign(row: dict[str, Any]) -> str:
+    share = row.get("foreign_cpu_pct")
+    return f"; others {share:.0f}% CPU" if isinstance(share, int | float) and share >= 5 else ""
+
+
+def _foreign_summary(results: dict[str, Any]) -> str:
+    shares = [
+        row["foreign_cpu_pct"]
+        for rows in results.get("scenarios", {}).values()
+        for row in rows.values()
+        if isinstance(row.get("foreign_cpu_pct"), int | float)
+    ]
+    if not shares:
+        return ""
+    return (
+        f"Processes the bench did not start used {sum(shares) / len(shares):.0f}% of the machine's CPU on average "
+        f"while it measured (at most {max(shares):.0f}%); rows where they took 5% or more say so."
+    )
+
+
+def _x(value: float | None, spec: str = ".2f") -> str:
+    return "—" if value is None else f"{value:{spec}}x"
+
+
+def render(results: dict[str, Any]) -> str:
+    """Markdown for one run; ratios and verdicts are computed afresh from its measurements."""
+    results = {**results, "ratios": compute_ratios(results)}
+    results["targets"] = compute_targets(results)
+    machine = results.get("machine", {})
+    lines = [
+        f"Measured {results.get('date', '?')} on {machine.get('nproc', '?')} x {machine.get('cpu_model', '?')}, "
+        f"Python {machine.get('python', '?')}; load generator {results.get('tools', {}).get('wrk', '?')} "
+        f"(throughput) and the bench's asyncio client (ttfb, open1000); claude-proxy transport "
+        f"`{results.get('settings', {}).get('claude_proxy_transport', '?')}`; run took "
+        f"{results.get('elapsed_s', 0):.0f} s. {_foreign_summary(results)}",
+        "",
+    ]
+    for scenario, description in SCENARIOS.items():
+        rows = results.get("scenarios", {}).get(scenario)
+        if not rows:
+            continue
+        lines.append(f"**{scenario}** — {description}")
+        lines.append("")
+        if scenario == "open1000":
+            lines += _open_table(rows)
+        elif scenario == "ttfb":
+            header = ["target", "streams/s", "ttfb p50 ms", "ttfb p99 ms", "peak RSS MB", "samples"]
+            lines += _table(header, _scenario_rows(rows, "streams", cpu=False))
+        else:
+            header = ["target", "rps", "p50 ms", "p99 ms", "CPU ms/req", "peak RSS MB", "measured"]
+            lines += _table(header, _scenario_rows(rows, "streams" if scenario == "s32" else "requests", cpu=True))
+        lines.append("")
+    lines += _ratios_table(results)
+    lines.append("")
+    lines += _targets_table(results)
+    if results.get("transports"):
+        lines.append("")
+        lines += _transport_table(results)
+    profile = results.get("profile")
+    if profile and not profile.get("error"):
+        lines.append("")
+        lines += _profile_lines(profile)
+    for note in results.get("notes", []):
+        lines.append(f"\n> {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(ms: Any) -> str:
+    return "—" if ms is None else f"{ms / 1000:.2f}"
+
+
+def _open_table(rows: Rows) -> list[str]:
+    header = ["target", "completed", "stream p50 s", "stream p99 s", "ttfb p50 ms", "RSS before MB", "peak RSS MB"]
+    out = []
+    for target in TARGET_ORDER:
+        row = rows.get(target)
+        if row is None:
+            continue
+        failures = row.get("failures") or {}
+        note = "; ".join(f"{n} x {reason[:60]}" for reason, n in failures.items()) + _foreign(row)
+        out.append(
+            [
+                LABELS.get(target, target),
+                f"{row.get('completed', 0)} / {row.get('streams', 0)}",
+                _seconds(row.get("p50_ms")),
+                _seconds(row.get("p99_ms")),
+                _ms(row.get("ttfb_p50_ms")),
+                _fmt(row.get("rss_before_mb"), ".0f"),
+                _fmt(row.get("rss_mb"), ".0f"),
+                note.removeprefix("; "),
+            ]
+        )
+    return _table([*header, "notes"], out)
+
+
+def _ratios_table(results: dict[str, Any]) -> list[str]:
+    r = results["ratios"]
+    rows = []
+    for scenario in ("c1", "c32", "s32", "ttfb"):
+        rows.append(
+            [
+                scenario,
+                _x(r["claude_proxy_over_litellm_rps"].get(scenario), ".1f"),
+                _x(r["claude_proxy_over_direct_rps"].get(scenario), ".3f"),
+                _ms(r["claude_proxy_added_p50_ms"].get(scenario)),
+                _ms(r["litellm_added_p50_ms"].get(scenario)),
+            ]
+        )
+    p99 = r["c32_p99_over_p50"]
+    lines = ["**Ratios**", ""]
+    lines += _table(
+        [
+            "scenario",
+            "claude-proxy ÷ LiteLLM rps",
+            "claude-proxy ÷ direct rps",
+            "claude-proxy added p50 ms",
+            "LiteLLM added p50 ms",
+        ],
+        rows,
+    )
+    lines += ["", "c32 p99 ÷ p50: " + ", ".join(f"{t} {_x(p99.get(t))}" for t in TARGET_ORDER if p99.get(t))]
+    over_reference = r.get("claude_proxy_over_reference_rps", {})
+    if any(over_reference.values()):
+        added = r["reference_added_p50_ms"]
+        lines += [
+            "",
+            "Reference forwarder: claude-proxy reaches "
+            + ", ".join(f"{_x(over_reference.get(s))} of its {s} rps" for s in ("c1", "c32"))
+            + f"; it adds {_ms(added.get('c1'))} ms to direct p50 on c1.",
+        ]
+    return lines
+
+
+def _targets_table(results: dict[str, Any]) -> list[str]:
+    mark = {True: "met", False: "**missed**", None: "not measured"}
+    rows = [
+        [t["name"], t["target"], "—" if t["measured"] is None else f"{t['measured']:g}", mark[t["met"]], t["detail"]]
+        for t in results["targets"]
+    ]
+    return ["**Targets**", "", *_table(["target", "goal", "measured", "verdict", "detail"], rows)]
+
+
+def _transport_table(results: dict[str, Any]) -> list[str]:
+    rows = []
+    for transport, scenarios in results["transports"].items():
+        for scenario in ("c32", "s32"):
+            row = scenarios.get(scenario)
+            if not row:
+                continue
+            rows.append(
+                [
+                    f"`{transport}`",
+                    scenario,
+                    _fmt(row.get("rps")),
+                    _ms(row.get("p50_ms")),
+                    _ms(row.get("p99_ms")),
+                    _fmt(row.get("rss_mb"), ".0f"),
+                    (row.get("problem") or "").splitlines()[0][:60] if row.get("problem") else "",
+                ]
+            )
+    header = ["upstream.transport", "scenario", "rps", "p50 ms", "p99 ms", "peak RSS MB", "notes"]
+    return ["**claude-proxy upstream transport**", "", *_table(header, rows)]
+
+
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    def pct_table(title: str, key: str, count: int) -> list[str]:
+        return _table([title, "% of samples"], [[name, f"{pct}"] for name, pct in profile.get(key, [])[:count]])
+
+    lines = [f"**Profile** (py-spy --native, claude-proxy under c32, {profile['samples']:,} samples)", ""]
+    lines += pct_table("charged to (innermost frame's package)", "self_by_package_pct", 10)
+    lines += ["", *pct_table("package, inclusive (its callees too)", "inclusive_by_package_pct", 10)]
+    lines += ["", *pct_table("function (self)", "self_by_function_pct", 12)]
+    lines += ["", *pct_table("claude-proxy function (inclusive)", "inclusive_proxy_pct", 10)]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else RESULTS / "latest.json"
+    print(render(json.loads(path.read_text())), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

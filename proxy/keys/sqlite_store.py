@@ -1,0 +1,312 @@
+"""The SQLite key store: one file, WAL mode, no server.
+
+Blocking calls run in a worker thread (``asyncio.to_thread``) behind one lock, so the event loop
+never waits on the disk; the gateway touches the file only to refresh its key cache (a one-row
+version read per second) and to write the usage ledger in the background.
+
+Rate windows live in this process's memory: with several processes on one file (``--workers N``)
+each enforces rpm/tpm on its own, while budgets follow the shared ledger within a second or two.
+Use the Redis store to enforce limits exactly across processes or machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from proxy.keys.limits import Budgets, MemoryBudgets
+from proxy.keys.model import ClientKeyRecord
+from proxy.keys.store import (
+    KeyExists,
+    KeyNotFound,
+    KeyRevoked,
+    KeyStore,
+    StoreError,
+    UsageRow,
+    month_of,
+    next_month_start,
+)
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 1), ('keys_version', 0);
+CREATE TABLE IF NOT EXISTS client_keys (
+    name   TEXT PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,   -- SHA-256 of the secret; the secret itself is never stored
+    record TEXT NOT NULL           -- the rest of the record, as JSON
+);
+CREATE TABLE IF NOT EXISTS usage (
+    key                TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    day                TEXT NOT NULL,  -- YYYY-MM-DD, UTC
+    requests           INTEGER NOT NULL DEFAULT 0,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cached_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL    NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, model, day)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_day ON usage (day);
+"""
+
+_UPSERT_USAGE = """
+INSERT INTO usage (key, model, day, requests, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key, model, day) DO UPDATE SET
+    requests = requests + excluded.requests,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
+
+_USAGE_COLUMNS = "key, model, day, requests, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_usd"
+
+
+class SQLiteStore(KeyStore):
+    shared = False
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        self.url = str(path)
+        self._create = create
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._rate_storage: Storage | None = None
+        self._budgets = MemoryBudgets()
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _connection(self, write: bool) -> sqlite3.Connection | None:
+        if self._closed:
+            raise StoreError(f"the key store {self.url} is closed")
+        if self._conn is not None:
+            return self._conn
+        if not write and not self._create and not self.path.exists():
+            return None  # no file yet: an empty store; the first write creates it
+        try:
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Digests only, but nobody else needs to read them either.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the key store {self.url}: {exc}") from exc
+        self._conn = conn
+        return conn
+
+    async def _run(self, write: bool, fn: Callable[[sqlite3.Connection | None], T]) -> T:
+        def call() -> T:
+            with self._lock:
+                conn = self._connection(write)
+                try:
+                    return fn(conn)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"key store {self.url}: {exc}") from exc
+
+        return await asyncio.to_thread(call)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def aclose(self) -> None:
+        def close() -> None:
+            with self._lock:
+                self._closed = True
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
+        await asyncio.to_thread(close)
+
+    # --- keys ----------------------------------------------------------------------------
+
+    async def version(self) -> int:
+        def read(conn: sqlite3.Connection | None) -> int:
+            if conn is None:
+                return 0
+            row = conn.execute("SELECT value FROM meta WHERE name = 'keys_version'").fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._run(False, read)
+
+    async def list_keys(self) -> list[ClientKeyRecord]:
+        def read(conn: sqlite3.Connection | None) -> list[ClientKeyRecord]:
+            if conn is None:
+                return []
+            rows = conn.execute("SELECT record FROM client_keys ORDER BY name").fetchall()
+            return [ClientKeyRecord.model_validate_json(row[0]) for row in rows]
+
+        return await self._run(False, read)
+
+    async def get_key(self, name: str) -> ClientKeyRecord | None:
+        def read(conn: sqlite3.Connection | None) -> ClientKeyRecord | None:
+            return _get(conn, name) if conn is not None else None
+
+        return await self._run(False, read)
+
+    async def create_key(self, record: ClientKeyRecord) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM client_keys WHERE name = ?", (record.name,)).fetchone():
+                raise KeyExists(f"a key named {record.name!r} already exists (names stay taken after revocation)")
+            try:
+                conn.execute(
+                    "INSERT INTO client_keys (name, digest, record) VALUES (?, ?, ?)",
+                    (record.name, record.digest, record.model_dump_json()),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyExists("another key has the same secret digest") from None
+            _bump(conn)
+
+        await self._run(True, lambda conn: self._transaction(_present(conn), write))
+
+    async def revoke_key(self, name: str, at: datetime) -> ClientKeyRecord:
+        def write(conn: sqlite3.Connection) -> ClientKeyRecord:
+            record = _require(conn, name)
+            if record.revoked_at is not None:
+                return record
+            updated = record.model_copy(update={"revoked_at": at})
+            _put(conn, updated)
+            return updated
+
+        return await self._run(True, lambda conn: self._transaction(_present(conn), write))
+
+    async def set_enabled(self, name: str, enabled: bool) -> ClientKeyRecord:
+        def write(conn: sqlite3.Connection) -> ClientKeyRecord:
+            record = _require(conn, name)
+            if record.revoked_at is not None:
+                raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
+            if record.enabled == enabled:
+                return record
+            updated = record.model_copy(update={"enabled": enabled})
+            _put(conn, updated)
+            return updated
+
+        return await self._run(True, lambda conn: self._transaction(_present(conn), write))
+
+    # --- usage ---------------------------------------------------------------------------
+
+    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        if not rows:
+            return
+        values = [
+            (
+                r.key,
+                r.model,
+                r.day,
+                r.requests,
+                r.input_tokens,
+                r.output_tokens,
+                r.cached_tokens,
+                r.cache_write_tokens,
+                r.cost_usd,
+            )
+            for r in rows
+        ]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT_USAGE, values)
+
+        await self._run(True, lambda conn: self._transaction(_present(conn), write))
+
+    async def usage(self, key: str | None, since: str, until: str) -> list[UsageRow]:
+        def read(conn: sqlite3.Connection | None) -> list[UsageRow]:
+            if conn is None:
+                return []
+            query = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE day >= ? AND day <= ?"
+            args: tuple[str, ...] = (since, until)
+            if key is not None:
+                query += " AND key = ?"
+                args += (key,)
+            rows = conn.execute(query + " ORDER BY day, key, model", args).fetchall()
+            return [UsageRow(*row) for row in rows]
+
+        return await self._run(False, read)
+
+    async def token_totals(self, day: str) -> dict[str, tuple[int, int]]:
+        month = month_of(day)
+
+        def read(conn: sqlite3.Connection | None) -> dict[str, tuple[int, int]]:
+            if conn is None:
+                return {}
+            rows = conn.execute(
+                "SELECT key, SUM(CASE WHEN day = ? THEN input_tokens + output_tokens ELSE 0 END),"
+                " SUM(input_tokens + output_tokens) FROM usage WHERE day >= ? AND day < ? GROUP BY key",
+                (day, f"{month}-01", next_month_start(month)),
+            ).fetchall()
+            return {row[0]: (int(row[1]), int(row[2])) for row in rows}
+
+        return await self._run(False, read)
+
+    # --- limiter state -------------------------------------------------------------------
+
+    def rate_storage(self) -> Storage:
+        if self._rate_storage is None:
+            from limits.aio.storage import MemoryStorage
+
+            self._rate_storage = MemoryStorage()
+        return self._rate_storage
+
+    def budgets(self) -> Budgets:
+        return self._budgets
+
+
+def _present(conn: sqlite3.Connection | None) -> sqlite3.Connection:
+    assert conn is not None  # writes always open (and create) the file
+    return conn
+
+
+def _get(conn: sqlite3.Connection, name: str) -> ClientKeyRecord | None:
+    row = conn.execute("SELECT record FROM client_keys WHERE name = ?", (name,)).fetchone()
+    return ClientKeyRecord.model_validate_json(row[0]) if row else None
+
+
+def _require(conn: sqlite3.Connection, name: str) -> ClientKeyRecord:
+    record = _get(conn, name)
+    if record is None:
+        raise KeyNotFound(f"no key named {name!r}")
+    return record
+
+
+def _put(conn: sqlite3.Connection, record: ClientKeyRecord) -> None:
+    conn.execute("UPDATE client_keys SET record = ? WHERE name = ?", (record.model_dump_json(), record.name))
+    _bump(conn)
+
+
+def _bump(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'")

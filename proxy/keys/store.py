@@ -1,0 +1,198 @@
+"""Where client keys and their usage live, chosen by the store URL.
+
+    ./claude-proxy.db, /var/lib/proxy/keys.db    SQLite file (a plain path)
+    sqlite:///relative.db, sqlite:////abs.db     SQLite file (SQLAlchemy's spelling: three slashes, then the path)
+    redis://host:6379/0, rediss://…, unix://…    Redis; every replica shares keys, limits, budgets and usage
+
+The gateway and the CLI read the same setting (``PROXY_STORE``), so a key created from the command
+line reaches every running gateway on its next refresh.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from proxy.keys.model import ClientKeyRecord
+
+if TYPE_CHECKING:
+    from limits.aio.storage import Storage
+
+    from proxy.keys.limits import Budgets
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says which store and why (never a password)."""
+
+
+class KeyExists(StoreError):
+    pass
+
+
+class KeyNotFound(StoreError):
+    pass
+
+
+class KeyRevoked(StoreError):
+    pass
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """Usage of one key with one model on one UTC day. ``input_tokens`` counts every prompt token
+    (cache reads and writes included, as OpenAI's ``prompt_tokens``); ``cached_tokens`` and
+    ``cache_write_tokens`` are the parts of it read from and written to the prompt cache."""
+
+    key: str
+    model: str
+    day: str  # YYYY-MM-DD, UTC
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, other: UsageRow) -> None:
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.cost_usd += other.cost_usd
+
+    def view(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["cost_usd"] = round(self.cost_usd, 6)
+        out["total_tokens"] = self.tokens
+        return out
+
+
+def day_of(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
+
+
+def month_of(day: str) -> str:
+    return day[:7]
+
+
+def next_month_start(month: str) -> str:
+    year, mon = int(month[:4]), int(month[5:7])
+    year, mon = (year + 1, 1) if mon == 12 else (year, mon + 1)
+    return f"{year:04d}-{mon:02d}-01"
+
+
+def seconds_until_next_day(moment: float) -> float:
+    now = datetime.fromtimestamp(moment, UTC)
+    tomorrow = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+    return max(tomorrow.timestamp() - moment, 0.0)
+
+
+def seconds_until_next_month(moment: float) -> float:
+    start = date.fromisoformat(next_month_start(month_of(day_of(moment))))
+    return max(datetime(start.year, start.month, 1, tzinfo=UTC).timestamp() - moment, 0.0)
+
+
+class KeyStore(abc.ABC):
+    """Persistence for key records and the usage ledger, plus the shared state the limiter needs.
+
+    Every method is async; the SQLite store runs its blocking calls in a worker thread."""
+
+    url: str  # safe to log: any password is masked
+    shared: bool  # True when limits are enforced across processes (Redis)
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abc.abstractmethod
+    async def version(self) -> int:
+        """A number that changes whenever any key record changes: cheap change detection."""
+
+    @abc.abstractmethod
+    async def list_keys(self) -> list[ClientKeyRecord]: ...
+
+    @abc.abstractmethod
+    async def get_key(self, name: str) -> ClientKeyRecord | None: ...
+
+    @abc.abstractmethod
+    async def create_key(self, record: ClientKeyRecord) -> None:
+        """Raises ``KeyExists`` when the name (or, astronomically unlikely, the digest) is taken."""
+
+    @abc.abstractmethod
+    async def revoke_key(self, name: str, at: datetime) -> ClientKeyRecord:
+        """Marks the key revoked (for good: the name stays taken, its usage stays attributable).
+        Revoking a revoked key changes nothing. Raises ``KeyNotFound``."""
+
+    @abc.abstractmethod
+    async def set_enabled(self, name: str, enabled: bool) -> ClientKeyRecord:
+        """Raises ``KeyNotFound``, or ``KeyRevoked`` for a revoked key."""
+
+    @abc.abstractmethod
+    async def record_usage(self, rows: Sequence[UsageRow]) -> None:
+        """Adds the rows to the ledger (summing with what is there for the same key, model and day)."""
+
+    @abc.abstractmethod
+    async def usage(self, key: str | None, since: str, until: str) -> list[UsageRow]:
+        """Ledger rows for one key (or all) from ``since`` to ``until``, both inclusive (YYYY-MM-DD)."""
+
+    @abc.abstractmethod
+    async def token_totals(self, day: str) -> dict[str, tuple[int, int]]:
+        """Tokens used per key on ``day`` and in its month, from the ledger."""
+
+    @abc.abstractmethod
+    def rate_storage(self) -> Storage:
+        """The ``limits`` storage the request and token windows live in."""
+
+    @abc.abstractmethod
+    def budgets(self) -> Budgets:
+        """The daily and monthly token counters."""
+
+
+def is_redis_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in {"redis", "rediss", "unix"}
+
+
+def sqlite_path(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    if "://" in url:
+        raise StoreError(
+            f"unsupported store URL scheme in {redact_url(url)!r}: use a file path, sqlite:///path or redis://host:port/db"
+        )
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable store URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def open_store(url: str, *, create: bool = True) -> KeyStore:
+    """The store for ``url``. Nothing is contacted yet; the first call connects. With
+    ``create=False`` a missing SQLite file reads as an empty store and is created by the first write."""
+    url = url.strip()
+    if not url:
+        raise StoreError("the store URL is empty: set PROXY_STORE to a file path or redis://host:port/db")
+    if is_redis_url(url):
+        from proxy.keys.redis_store import RedisStore
+
+        return RedisStore(url)
+    from proxy.keys.sqlite_store import SQLiteStore
+
+    return SQLiteStore(sqlite_path(url), create=create)

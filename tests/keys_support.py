@@ -1,0 +1,108 @@
+"""Helpers for the client-key tests: a throwaway redis-server, and the ways to reach a store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.servers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET_RE = r"sk-cp-[0-9A-Za-z]{43}"
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private redis-server on a free loopback port, without persistence; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server): the Redis store tests need it")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start within 10s") from None
+                time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def flush(url: str) -> None:
+    with redis.Redis.from_url(url) as client:
+        client.flushall()
+
+
+def redis_dump(url: str) -> bytes:
+    """Every key and value in the server, as bytes: for 'no secret is stored' checks."""
+    parts: list[bytes] = []
+    with redis.Redis.from_url(url) as client:
+        for key in client.scan_iter("*"):
+            parts.append(key)
+            kind = client.type(key)
+            if kind == b"string":
+                parts.append(client.get(key) or b"")
+            elif kind == b"hash":
+                for field, value in client.hgetall(key).items():
+                    parts += [field, value]
+            elif kind == b"list":
+                parts += list(client.lrange(key, 0, -1))
+            elif kind == b"zset":
+                parts += [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+    return b"\n".join(parts)
+
+
+def sqlite_bytes(path: Path) -> bytes:
+    """The database file with its WAL and shared-memory files, if any."""
+    data = b""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        candidate = Path(f"{path}{suffix}")
+        if candidate.exists():
+            data += candidate.read_bytes()
+    return data
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m proxy.keys.cli keys …`` in a separate process, as an operator would run it."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.keys.cli", "keys", *args],
+        env=full_env,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
