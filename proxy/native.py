@@ -17,7 +17,7 @@ import orjson
 
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.models import ModelTable
-from proxy.translate.messages import invalid_type, invalid_value, missing
+from proxy.translate.messages import invalid_type, requested_model
 from proxy.translate.response import to_openai_usage
 
 __all__ = [
@@ -40,15 +40,7 @@ class NativeRequest:
 
 def prepare_native(body: Any, table: ModelTable, *, count_tokens: bool = False) -> NativeRequest:
     """The request to forward for a native body; `InvalidRequest` when it cannot be routed."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    requested = body.get("model")
-    if requested is None:
-        missing("model")
-    if not isinstance(requested, str):
-        invalid_type("model", "a string", requested)
-    if not requested:
-        invalid_value("model", "expected a non-empty string.")
+    requested = requested_model(body)
     stream = False
     if not count_tokens:
         flag = body.get("stream")

@@ -513,3 +513,18 @@ def required_string(obj: dict[str, Any], key: str, path: str) -> str:
         invalid_value(f"{path}.{key}", "expected a non-empty string.")
     result: str = value
     return result
+
+
+def requested_model(body: Any) -> str:
+    """The `model` a request body names: the body must be a JSON object and the model a non-empty
+    string. Shared by the chat translator and the native passthrough."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    requested = body.get("model")
+    if requested is None:
+        missing("model")
+    if not isinstance(requested, str):
+        invalid_type("model", "a string", requested)
+    if not requested:
+        invalid_value("model", "expected a non-empty string.")
+    return requested

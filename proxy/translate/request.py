@@ -24,6 +24,7 @@ from proxy.translate.messages import (
     invalid_type,
     invalid_value,
     missing,
+    requested_model,
     unsupported_value,
 )
 
@@ -78,15 +79,7 @@ def to_messages_request(body: Any, table: ModelTable, *, max_n: int = 8, auto_ca
     `max_n` bounds `n` (the caller makes n upstream calls); `auto_cache` marks the stable prefix
     for Anthropic's prompt cache on every request (see `_place_cache_breakpoints`).
     """
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    requested = body.get("model")
-    if requested is None:
-        missing("model")
-    if not isinstance(requested, str):
-        invalid_type("model", "a string", requested)
-    if not requested:
-        invalid_value("model", "expected a non-empty string.")
+    requested = requested_model(body)
     model = table.resolve(requested)
     caps = table.capabilities(model)
     system, messages = convert_messages(body.get("messages"), model=model, prefill=caps.prefill)
