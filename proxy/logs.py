@@ -42,10 +42,16 @@ def setup(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # proxy.access writes the one access line per request; uvicorn's own would be a second, plain
+    # one. uvicorn checks `hasHandlers()` once per connection, so with no handler and no propagation
+    # it does not even build the record.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers[:] = []
+    uvicorn_access.propagate = False
     # Client libraries log every request at INFO; the access line already says all of it.
     for name in ("httpx", "httpcore", "aiohttp"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -69,9 +70,25 @@ _TRANSPORT_EXCEPTIONS = tuple(exc_type for exc_type, _ in _TRANSPORT_ERRORS)
 def map_transport_error(exc: BaseException) -> ProxyError:
     for exc_type, make in _TRANSPORT_ERRORS:
         if isinstance(exc, exc_type):
-            detail = str(exc) or type(exc).__name__
-            return make("" if exc_type is TimeoutError else detail)
+            log.warning("upstream transport error: %s: %s", type(exc).__name__, exc)
+            return make("" if exc_type is TimeoutError else _client_detail(exc))
     raise exc
+
+
+def _client_detail(exc: BaseException) -> str:
+    """What went wrong, for the client, without the upstream's host and port (the log has them):
+    aiohttp's connect errors read ``Cannot connect to host 10.0.3.7:443 ssl:default [...]``."""
+    cause: BaseException | None = exc
+    for _ in range(5):  # httpx wraps the socket's OSError in its own errors
+        if cause is None:
+            break
+        os_error = cause.os_error if isinstance(cause, aiohttp.ClientConnectorError) else cause
+        if isinstance(os_error, OSError) and os_error.errno:
+            return os.strerror(os_error.errno)  # the event loop's own strerror may quote the address
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection failed"
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(slots=True)

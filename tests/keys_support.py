@@ -55,6 +55,18 @@ def redis_server() -> Iterator[str]:
             process.wait()
 
 
+def keys_cli(store: str, *args: str) -> str:
+    """``python -m proxy keys ARGS --store STORE`` as an operator runs it; its standard output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "keys", *args, "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
 def flush(url: str) -> None:
     with redis.Redis.from_url(url) as client:
         client.flushall()

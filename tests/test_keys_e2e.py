@@ -4,8 +4,6 @@ sharing one Redis, the official openai client on the other end."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,24 +12,13 @@ import httpx
 import pytest
 
 from tests import servers
-from tests.keys_support import SECRET_RE, redis_server
+from tests.keys_support import SECRET_RE, keys_cli, redis_server
 
 pytestmark = pytest.mark.e2e
 
 STATIC_KEY = "sk-static-e2e-0000"
 ALLOWED = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}]}
 FORBIDDEN = {**ALLOWED, "model": "claude-sonnet-4-5"}
-
-
-def keys_cli(store: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "proxy", "keys", *args, "--store", store],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout
 
 
 def wait_for_status(url: str, secret: str, body: dict[str, object], status: int, within: float = 5.0) -> float:

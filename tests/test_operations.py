@@ -91,6 +91,8 @@ def test_access_log_lines_are_json_with_no_secret(gateway: tuple[str, Path]) -> 
     lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
     access = [line for line in lines if line.get("request_id") == "log-check-1"]
     assert len(access) == 1
+    # One access line per request: uvicorn's own plain access line is not written beside it.
+    assert [line["msg"] for line in lines if line["logger"] == "uvicorn.access"] == []
     line = access[0]
     assert line["status"] == 200 and line["key"] == "key-1" and line["model"] == "claude-haiku-4-5"
     assert line["prompt_tokens"] > 0 and line["completion_tokens"] > 0 and line["attempts"] == 1
