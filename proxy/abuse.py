@@ -52,6 +52,8 @@ class BadKeyThrottle:
 
     def check(self, address: str | None) -> float | None:
         """Seconds `address` must wait before its next attempt, or None when it may go ahead."""
+        if not self._failures:  # the usual case, checked on every request: nobody has failed lately
+            return None
         bucket = _bucket(address)
         if bucket is None:
             return None
@@ -80,6 +82,8 @@ class BadKeyThrottle:
         times.append(self._clock())
 
     def record_success(self, address: str | None) -> None:
+        if not self._failures:
+            return
         bucket = _bucket(address)
         if bucket is not None:
             self._failures.pop(bucket, None)

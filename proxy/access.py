@@ -8,9 +8,9 @@ upstream request id) in ``request.state``; the line is written when the last byt
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +53,7 @@ def request_id(scope: Scope) -> str:
             candidate: str = value.decode("latin-1")
             if _CLIENT_ID.match(candidate):
                 return candidate
-    return f"req_{uuid.uuid4().hex}"
+    return "req_" + os.urandom(16).hex()  # 128 random bits, as uuid4 without building a UUID
 
 
 class AccessMiddleware:
@@ -98,8 +98,8 @@ class AccessMiddleware:
         path = scope["path"]
         route = route_label(path)
         model = metrics.model_label(state.get("model"))
-        metrics.REQUESTS.labels(route, model, str(status)).inc()
-        metrics.REQUEST_DURATION.labels(route, model).observe(elapsed)
+        metrics.series(metrics.REQUESTS, route, model, str(status)).inc()
+        metrics.series(metrics.REQUEST_DURATION, route, model).observe(elapsed)
         fields: dict[str, Any] = {
             "request_id": state["request_id"],
             "method": scope["method"],

@@ -1,11 +1,7 @@
-"""Client authentication: who is calling, decided before any upstream work.
+"""Reading and checking a client's key: the pieces `proxy.keys.KeyService` authenticates with.
 
 Keys are kept only as SHA-256 digests and compared with ``hmac.compare_digest`` against every
 known digest, so neither the stored form nor the timing reveals a key.
-
-The helpers here (``presented_key``, ``digest``, ``redact``) are shared with ``proxy.keys``, whose
-``KeyService`` authenticates these same static keys beside stored and configured client keys, with
-model allowlists, rate limits and budgets; ``ClientKeys`` remains for the static keys alone.
 """
 
 from __future__ import annotations
@@ -13,21 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-
-from pydantic import SecretStr
-
-from proxy.errors import AuthenticationFailed
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The authenticated caller; ``name`` is safe to log, the key itself is never kept."""
-
-    name: str
-
-
-ANONYMOUS = Identity(name="anonymous")
 
 
 def digest(key: str) -> bytes:
@@ -46,34 +27,14 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return api_key.strip() if api_key and api_key.strip() else None
 
 
-class ClientKeys:
-    """The static client keys from ``PROXY_API_KEYS`` / the config file."""
-
-    def __init__(self, keys: Iterable[SecretStr]) -> None:
-        self._digests = [(f"key-{i + 1}", digest(k.get_secret_value())) for i, k in enumerate(keys)]
-
-    @property
-    def required(self) -> bool:
-        return bool(self._digests)
-
-    def authenticate(self, headers: Mapping[str, str]) -> Identity:
-        if not self._digests:
-            return ANONYMOUS
-        key = presented_key(headers)
-        if key is None:
-            raise AuthenticationFailed(
-                "Missing API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
-                code="missing_api_key",
-            )
-        candidate = digest(key)
-        match: str | None = None
-        for name, known in self._digests:
-            # No early exit: every digest is compared, so timing does not depend on which key matched.
-            if hmac.compare_digest(candidate, known):
-                match = name
-        if match is None:
-            raise AuthenticationFailed(f"Incorrect API key provided: {redact(key)}.")
-        return Identity(name=match)
+def matching_name(candidate: bytes, known: Iterable[tuple[str, bytes]]) -> str | None:
+    """The name whose digest equals ``candidate``, comparing against every one of them: no early
+    exit, so the time taken does not depend on which key matched, or whether one did."""
+    match: str | None = None
+    for name, known_digest in known:
+        if hmac.compare_digest(candidate, known_digest):
+            match = name
+    return match
 
 
 def redact(key: str) -> str:

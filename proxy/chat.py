@@ -138,7 +138,8 @@ async def _relay(
                     if not first_token_seen and event == "content_block_delta":
                         first_token_seen = True
                         ttft = time.perf_counter() - started
-                        metrics.TIME_TO_FIRST_TOKEN.labels(metrics.model_label(request.state.model)).observe(ttft)
+                        model = metrics.model_label(request.state.model)
+                        metrics.series(metrics.TIME_TO_FIRST_TOKEN, model).observe(ttft)
                     yield out
                 if translator.done:
                     return

@@ -6,11 +6,13 @@ worker imports this module, and ``/metrics`` aggregates every worker's samples f
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -63,6 +65,18 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+@functools.lru_cache(maxsize=8192)
+def _child(metric: MetricWrapperBase, labels: tuple[str, ...]) -> Any:
+    return metric.labels(*labels)
+
+
+def series(metric: MetricWrapperBase, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: prometheus_client validates the labels and takes a
+    lock on every call, and the hot path asks for the same few series on every request. The label
+    values are bounded (routes, statuses, capped models, key names), and so is this cache."""
+    return _child(metric, labels)
+
+
 # Model names come from clients; past this many distinct values they share one label, so a
 # client cannot grow the metrics without bound.
 MAX_MODEL_LABELS = 100
@@ -84,11 +98,11 @@ def record_tokens(key: str, model: str, usage: dict[str, Any]) -> None:
     """Count an OpenAI-shaped usage object; ``prompt_tokens`` already includes cache reads and writes."""
     label = model_label(model)
     details = usage.get("prompt_tokens_details") or {}
-    TOKENS.labels(key, label, "input").inc(int(usage.get("prompt_tokens") or 0))
-    TOKENS.labels(key, label, "output").inc(int(usage.get("completion_tokens") or 0))
+    series(TOKENS, key, label, "input").inc(int(usage.get("prompt_tokens") or 0))
+    series(TOKENS, key, label, "output").inc(int(usage.get("completion_tokens") or 0))
     cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     if cached:
-        TOKENS.labels(key, label, "cached").inc(cached)
+        series(TOKENS, key, label, "cached").inc(cached)
 
 
 def record_key_pool(states: list[dict[str, Any]]) -> None:

@@ -286,7 +286,7 @@ class Upstream:
     async def _open(
         self, method: str, path: str, body: bytes | None, key: UpstreamKey, headers: Mapping[str, str] | None = None
     ) -> UpstreamStream:
-        metrics.UPSTREAM_ATTEMPTS.labels(path.partition("?")[0]).inc()
+        metrics.series(metrics.UPSTREAM_ATTEMPTS, path.partition("?")[0]).inc()
         sent = {**headers, "x-api-key": key.secret} if headers else {"x-api-key": key.secret}
         try:
             async with asyncio.timeout(self.config.first_byte_timeout):

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +22,8 @@ import pytest
 from pydantic import SecretStr
 
 from proxy.abuse import BadKeyThrottle
-from proxy.auth import ClientKeys
 from proxy.errors import AuthenticationFailed
+from proxy.keys import KeyService, open_store
 from proxy.logs import JSONFormatter
 from proxy.upstream import InProcessTransport
 from tests.faults import (
@@ -165,7 +166,9 @@ async def test_secrets_never_appear_in_responses_logs_or_metrics(caplog: pytest.
 # --- constant-time comparison ------------------------------------------------------------------
 
 
-def test_key_comparison_is_compare_digest_over_the_digests_of_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_key_comparison_is_compare_digest_over_the_digests_of_every_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     keys = ["sk-first-key-aaaaaaaa", "sk-middle-key-bbbbbbbb", "sk-last-key-cccccccc"]
     digests = {hashlib.sha256(k.encode()).digest() for k in keys}
     calls: list[tuple[Any, Any]] = []
@@ -176,15 +179,16 @@ def test_key_comparison_is_compare_digest_over_the_digests_of_every_key(monkeypa
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    client_keys = ClientKeys([SecretStr(k) for k in keys])
+    # The service the gateway authenticates with, holding the keys of PROXY_API_KEYS.
+    service = KeyService(open_store(str(tmp_path / "keys.db")), static_keys=[SecretStr(k) for k in keys])
     for presented, expected in [(keys[0], "key-1"), (keys[2], "key-3"), ("sk-not-a-key-dddddddd", None)]:
         calls.clear()
         headers = {"authorization": f"Bearer {presented}"}
         if expected is None:
             with pytest.raises(AuthenticationFailed):
-                client_keys.authenticate(headers)
+                await service.authenticate(headers)
         else:
-            assert client_keys.authenticate(headers).name == expected
+            assert (await service.authenticate(headers)).name == expected
         # Every key is compared, whichever matches (no early exit), and only 32-byte digests are compared.
         assert len(calls) == len(keys), calls
         candidate = hashlib.sha256(presented.encode()).digest()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import hashlib
 import hmac
 import logging
 import math
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
-from proxy.auth import presented_key, redact
+from proxy.auth import digest, matching_name, presented_key, redact
 from proxy.errors import AuthenticationFailed, PermissionDenied, ProxyError, RateLimited, ServiceUnavailable
 from proxy.keys.ledger import Ledger, PriceTable
 from proxy.keys.limits import RateWindows, WindowState, duration, rate_headers
@@ -196,10 +195,6 @@ def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
     }
 
 
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8")).digest()
-
-
 class KeyService:
     """Authentication, model allowlists, rate limits, budgets and the usage ledger for client keys."""
 
@@ -223,10 +218,10 @@ class KeyService:
         self.flush_interval = flush_interval
         self.reservation_timeout = reservation_timeout
         self._unsettled: dict[int, tuple[float, Admission]] = {}
-        self._static = [(f"key-{i + 1}", _digest(k.get_secret_value())) for i, k in enumerate(static_keys)]
+        self._static = [(f"key-{i + 1}", digest(k.get_secret_value())) for i, k in enumerate(static_keys)]
         self._static_principals = {name: Principal(name=name, source="static") for name, _ in self._static}
         self._config = list(config_keys)
-        self._admin_digest = _digest(admin_key.get_secret_value()) if admin_key is not None else None
+        self._admin_digest = digest(admin_key.get_secret_value()) if admin_key is not None else None
         self._by_digest: dict[bytes, tuple[ClientKeyRecord, Principal]] = {}
         self._stored = 0
         self._version: int | None = None
@@ -379,12 +374,8 @@ class KeyService:
                 "Missing API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
                 code="missing_api_key",
             )
-        candidate = _digest(key)
-        static: str | None = None
-        for name, known in self._static:
-            # No early exit: every digest is compared, so timing does not depend on which key matched.
-            if hmac.compare_digest(candidate, known):
-                static = name
+        candidate = digest(key)
+        static = matching_name(candidate, self._static)
         if static is not None:
             return self._static_principals[static]
         # Stored and config keys: looked up by the SHA-256 of the presented key. Whatever timing
@@ -658,10 +649,10 @@ class KeyService:
         key = presented_key(headers)
         if key is None:
             return None
-        candidate = _digest(key)
+        candidate = digest(key)
         if self._admin_digest is not None and hmac.compare_digest(candidate, self._admin_digest):
             return True
-        if candidate in self._by_digest or any(hmac.compare_digest(candidate, d) for _, d in self._static):
+        if candidate in self._by_digest or matching_name(candidate, self._static) is not None:
             return False
         return None
 

@@ -77,7 +77,23 @@ class UsageRow:
 
 
 def day_of(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
+    """The UTC day of a Unix time, ``YYYY-MM-DD``; asked on every admitted request, so the current
+    day's bounds are remembered."""
+    start, end, day = _current_day
+    if start <= moment < end:
+        return day
+    return _remember_day(moment)
+
+
+def _remember_day(moment: float) -> str:
+    global _current_day
+    day = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    _current_day = (start, start + 86400, day)  # UTC days are 86400 s long: no DST, no leap seconds in Unix time
+    return day
+
+
+_current_day: tuple[float, float, str] = (0.0, 0.0, "")
 
 
 def month_of(day: str) -> str:
