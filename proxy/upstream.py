@@ -317,10 +317,27 @@ class Upstream:
         return reply
 
     async def _with_retries(self, attempt: Attempt[_R]) -> _R:
-        """Run ``attempt`` under tenacity: bounded attempts, and no sleep that would outlast the
-        retry deadline or the longest retry-after we honour (that is answered at once instead)."""
+        """Run ``attempt``, retrying retryable failures (``_retry``), all within ``request_timeout``."""
         up = self.config
         started = self._clock()
+        try:
+            async with asyncio.timeout(up.request_timeout):
+                try:
+                    # Most calls succeed at once, and setting tenacity up costs more than the rest of
+                    # this call's bookkeeping: the first attempt runs bare; tenacity takes over on a failure.
+                    result = await attempt(self._acquire_key())
+                except _Retry as failure:
+                    result = await self._retry(attempt, failure, started)
+        except TimeoutError:
+            raise UpstreamTimeout(f"No upstream answer within {up.request_timeout:g}s.") from None
+        result.elapsed = self._clock() - started
+        return result
+
+    async def _retry(self, attempt: Attempt[_R], failed: _Retry, started: float) -> _R:
+        """The attempts after a failed first one, under tenacity: bounded attempts, and no sleep that
+        would outlast the retry deadline or the longest retry-after we honour (that is answered at
+        once instead). The final reply may still be an error."""
+        up = self.config
 
         def wait(state: RetryCallState) -> float:
             planned = _failure(state).wait
@@ -334,7 +351,7 @@ class Upstream:
             return state.attempt_number >= up.max_attempts or sleep > min(time_left, up.max_retry_after)
 
         def count_retry(state: RetryCallState) -> None:
-            metrics.UPSTREAM_RETRIES.labels(_retry_reason(_failure(state).final)).inc()
+            metrics.series(metrics.UPSTREAM_RETRIES, _retry_reason(_failure(state).final)).inc()
 
         retrying = AsyncRetrying(
             stop=stop,
@@ -345,20 +362,18 @@ class Upstream:
             reraise=True,
         )
         try:
-            async with asyncio.timeout(up.request_timeout):
-                async for attempt_state in retrying:
-                    with attempt_state:
-                        result = await attempt(self._acquire_key())
-                        result.attempts = attempt_state.retry_state.attempt_number
-                        result.elapsed = self._clock() - started
-                        return result
-        except TimeoutError:
-            raise UpstreamTimeout(f"No upstream answer within {up.request_timeout:g}s.") from None
+            async for attempt_state in retrying:
+                with attempt_state:
+                    number = attempt_state.retry_state.attempt_number
+                    if number == 1:
+                        raise failed  # tenacity's attempt 1 is the one already made: its failure decides what follows
+                    result = await attempt(self._acquire_key())
+                    result.attempts = number
+                    return result
         except _Retry as exhausted:
             if isinstance(exhausted.final, ProxyError):
                 raise exhausted.final from None
             exhausted.final.attempts = retrying.statistics.get("attempt_number", 1)
-            exhausted.final.elapsed = self._clock() - started
             return exhausted.final  # type: ignore[return-value]  # an error reply, which every _R admits
         raise AssertionError("unreachable: tenacity either returns or raises")
 
