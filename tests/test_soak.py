@@ -39,6 +39,8 @@ import uvloop
 from tests import servers
 from tests.faults import CLIENT_KEY, UPSTREAM_KEY, metric, open_fds, rss_bytes
 
+pytestmark = [pytest.mark.soak, pytest.mark.e2e]
+
 SOAK_REQUESTS = int(os.environ.get("SOAK_REQUESTS", "20000"))
 CONCURRENCY = 16
 AUTH = {"authorization": f"Bearer {CLIENT_KEY}"}
