@@ -36,7 +36,7 @@ ALL = ("c1", "c32", "s32", "ttfb", "open1000")
 LITELLM_SCENARIOS = ("c1", "c32", "s32", "ttfb")  # open1000 through LiteLLM would not fit the budget
 TRANSPORT_SCENARIOS = ("c32", "s32")
 REFERENCE_SCENARIOS = ("c1", "c32")
-TRANSPORTS = ("aiohttp", "httpx")
+TRANSPORTS = ("aiohttp", "httpx", "httpx2")  # httpx2 only when installed (the [httpx2] extra)
 PROFILE_FILE = "claude-proxy-profile-c32.collapsed"
 
 

@@ -8,6 +8,7 @@ any other top-level scalar can be set as ``PROXY_<NAME>`` (e.g. ``PROXY_PORT=900
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 from pathlib import Path
@@ -75,8 +76,10 @@ class UpstreamKeySetting(BaseModel):
 class UpstreamSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="connection pool under the httpx client: aiohttp's (faster under load) or httpx's own"
+    transport: Literal["aiohttp", "httpx", "httpx2"] = Field(
+        "aiohttp",
+        description="the HTTP client for the upstream: aiohttp (the fastest under load; see bench/README.md), "
+        "httpx, or httpx2 (pip install 'claude-proxy[httpx2]')",
     )
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a connection to the upstream")
     first_byte_timeout: float = Field(600.0, gt=0, description="seconds to wait for the upstream's response headers")
@@ -95,6 +98,13 @@ class UpstreamSettings(BaseModel):
     max_in_flight: int = Field(
         512, ge=1, description="upstream calls in flight at once; beyond it new requests get 503 at once"
     )
+
+    @field_validator("transport")
+    @classmethod
+    def _transport_installed(cls, value: str) -> str:
+        if value == "httpx2" and importlib.util.find_spec("httpx2") is None:
+            raise ValueError("httpx2 is not installed: pip install 'claude-proxy[httpx2]'")
+        return value
 
 
 class ShutdownSettings(BaseModel):

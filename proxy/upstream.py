@@ -52,16 +52,35 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 # An error body is read only to tell the client what went wrong; cap it so a huge HTML page cannot.
 MAX_ERROR_BODY = 64 * 1024
 
-_TRANSPORT_ERRORS: tuple[tuple[type[Exception], Callable[[str], ProxyError]], ...] = (
-    (httpx.ConnectTimeout, lambda m: UpstreamTimeout(f"timed out connecting to the upstream API: {m}")),
-    (httpx.TimeoutException, lambda m: UpstreamTimeout(f"the upstream API timed out: {m}")),
+httpx2: Any
+try:  # the optional `httpx2` transport (pip install 'claude-proxy[httpx2]'): httpx's API, its own classes
+    import httpx2
+except ImportError:  # pragma: no cover - depends on the environment
+    httpx2 = None
+
+ErrorMap = tuple[tuple[type[BaseException], Callable[[str], ProxyError]], ...]
+
+
+def _httpx_errors(module: Any) -> ErrorMap:
+    """httpx's exception classes and what each means; httpx2 has the same names."""
+    return (
+        (module.ConnectTimeout, lambda m: UpstreamTimeout(f"timed out connecting to the upstream API: {m}")),
+        (module.TimeoutException, lambda m: UpstreamTimeout(f"the upstream API timed out: {m}")),
+        (module.ConnectError, lambda m: UpstreamUnavailable(f"cannot connect to the upstream API: {m}")),
+        (module.RemoteProtocolError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
+        (module.TransportError, lambda m: UpstreamError(f"upstream transport error: {m}")),
+    )
+
+
+# The httpx families are disjoint from the rest; among the rest, order matters: aiohttp's timeouts
+# are TimeoutErrors, and its connection errors are OSErrors.
+_TRANSPORT_ERRORS: ErrorMap = (
+    *_httpx_errors(httpx),
+    *(_httpx_errors(httpx2) if httpx2 is not None else ()),
     (TimeoutError, lambda m: UpstreamTimeout(f"the upstream API timed out{m}")),
-    (httpx.ConnectError, lambda m: UpstreamUnavailable(f"cannot connect to the upstream API: {m}")),
     (aiohttp.ClientConnectorError, lambda m: UpstreamUnavailable(f"cannot connect to the upstream API: {m}")),
-    (httpx.RemoteProtocolError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
     (aiohttp.ServerDisconnectedError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
     (aiohttp.ClientPayloadError, lambda m: UpstreamError(f"the upstream API broke the connection: {m}")),
-    (httpx.TransportError, lambda m: UpstreamError(f"upstream transport error: {m}")),
     (aiohttp.ClientError, lambda m: UpstreamError(f"upstream transport error: {m}")),
     (OSError, lambda m: UpstreamError(f"upstream transport error: {m}")),
 )
@@ -208,6 +227,10 @@ class Upstream:
         # One shared pool, sized from the in-flight bound so that admitted calls never queue for a connection.
         if transport is None and up.transport == "aiohttp":
             self._backend: _Backend = _AiohttpBackend(settings)
+        elif transport is None and up.transport == "httpx2":
+            if httpx2 is None:
+                raise RuntimeError("upstream.transport httpx2 needs the package: pip install 'claude-proxy[httpx2]'")
+            self._backend = _HttpxBackend(settings, None, module=httpx2)
         else:
             self._backend = _HttpxBackend(settings, transport)
 
@@ -482,18 +505,19 @@ class _AiohttpBackend:
 
 
 class _HttpxBackend:
-    """httpx's client: for an injected transport (tests, the in-process simulator) or by choice."""
+    """httpx's client: for an injected transport (tests, the in-process simulator) or by choice;
+    with ``module=httpx2``, its successor (the same API), by choice."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None, module: Any = httpx) -> None:
         up = settings.upstream
-        limits = httpx.Limits(
+        limits = module.Limits(
             max_connections=up.max_in_flight, max_keepalive_connections=up.max_in_flight, keepalive_expiry=30.0
         )
-        self._client = httpx.AsyncClient(
+        self._client = module.AsyncClient(
             base_url=settings.anthropic_base_url,
             transport=transport,
             # Reads are bounded by our own first-byte and idle timeouts, which httpx cannot tell apart.
-            timeout=httpx.Timeout(connect=up.connect_timeout, read=None, write=up.idle_timeout, pool=None),
+            timeout=module.Timeout(connect=up.connect_timeout, read=None, write=up.idle_timeout, pool=None),
             limits=limits,
             headers={"anthropic-version": settings.anthropic_version, "content-type": "application/json"},
         )

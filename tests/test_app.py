@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -353,6 +354,21 @@ def test_non_loopback_bind_without_keys_refuses_to_start() -> None:
         config.check_can_serve()
     load_settings(host="0.0.0.0", allow_anonymous=True).check_can_serve()
     load_settings(host="127.0.0.1").check_can_serve()
+
+
+def test_the_httpx2_transport_without_its_package_is_a_config_error_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    config = tmp_path / "config.yaml"
+    config.write_text("upstream:\n  transport: httpx2\n")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "httpx2" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"upstream\.transport: .*pip install 'claude-proxy\[httpx2\]'"):
+        load_settings(config)
+    monkeypatch.undo()
+    assert load_settings(config).upstream.transport == "httpx2"
 
 
 def test_upstream_keys_take_weights_and_env_references(monkeypatch: pytest.MonkeyPatch) -> None:

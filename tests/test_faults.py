@@ -168,7 +168,8 @@ HTML_502 = (
 # --- connection-level faults ------------------------------------------------------------------
 
 
-POOLS = pytest.mark.parametrize("pool", ["aiohttp", "httpx"])  # production's, and the one tests inject
+# production's pool, the one tests inject, and the optional httpx2
+POOLS = pytest.mark.parametrize("pool", ["aiohttp", "httpx", "httpx2"])
 
 
 @POOLS
