@@ -227,9 +227,7 @@ class Upstream:
         # One shared pool, sized from the in-flight bound so that admitted calls never queue for a connection.
         if transport is None and up.transport == "aiohttp":
             self._backend: _Backend = _AiohttpBackend(settings)
-        elif transport is None and up.transport == "httpx2":
-            if httpx2 is None:
-                raise RuntimeError("upstream.transport httpx2 needs the package: pip install 'claude-proxy[httpx2]'")
+        elif transport is None and up.transport == "httpx2":  # the settings refuse it when httpx2 is missing
             self._backend = _HttpxBackend(settings, None, module=httpx2)
         else:
             self._backend = _HttpxBackend(settings, transport)

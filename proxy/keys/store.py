@@ -11,6 +11,7 @@ line reaches every running gateway on its next refresh.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
@@ -77,23 +78,17 @@ class UsageRow:
 
 
 def day_of(moment: float) -> str:
-    """The UTC day of a Unix time, ``YYYY-MM-DD``; asked on every admitted request, so the current
-    day's bounds are remembered."""
-    start, end, day = _current_day
-    if start <= moment < end:
-        return day
-    return _remember_day(moment)
+    """The UTC day of a Unix time, ``YYYY-MM-DD``. Unix time has no leap seconds, so every UTC day
+    is 86400 of its seconds; asked on every admitted request, so the few recent days are remembered."""
+    return _day(int(moment // 86400))
 
 
-def _remember_day(moment: float) -> str:
-    global _current_day
-    day = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d")
-    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    _current_day = (start, start + 86400, day)  # UTC days are 86400 s long: no DST, no leap seconds in Unix time
-    return day
+@functools.lru_cache(maxsize=8)
+def _day(days_since_epoch: int) -> str:
+    return (_EPOCH + timedelta(days=days_since_epoch)).isoformat()
 
 
-_current_day: tuple[float, float, str] = (0.0, 0.0, "")
+_EPOCH = date(1970, 1, 1)
 
 
 def month_of(day: str) -> str:
