@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from proxy import metrics
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.keys import estimate_tokens
 from proxy.sse import SSEDecoder
+from proxy.streaming import EventStreamResponse
 from proxy.translate.errors import from_upstream
 from proxy.translate.request import TranslatedRequest, to_messages_request
 from proxy.translate.response import merge_completions, merge_usage, to_chat_completion
@@ -114,7 +115,7 @@ async def _stream(
     translator = StreamTranslator(
         created=int(time.time()), include_usage=translated.include_usage, model=translated.model
     )
-    return StreamingResponse(
+    return EventStreamResponse(
         _relay(opened, translator, request, started),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **answer_headers(opened, started)},
@@ -213,7 +214,7 @@ async def _stream_choices(
         model=translated.model,
         completion_id=f"chatcmpl-{uuid.uuid4().hex}",
     )
-    return StreamingResponse(
+    return EventStreamResponse(
         _relay_choices(streams, choices, request),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **answer_headers(streams[0], started)},

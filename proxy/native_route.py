@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from proxy import metrics
 from proxy.chat import answer_headers, note_usage, settle, until_disconnect
@@ -22,6 +22,7 @@ from proxy.errors import ProxyError, UpstreamAuthFailed
 from proxy.keys import estimate_tokens
 from proxy.native import NativeUsage, anthropic_error, anthropic_error_event, message_usage, prepare_native
 from proxy.sse import SSEDecoder
+from proxy.streaming import EventStreamResponse
 from proxy.translate.response import to_openai_usage
 from proxy.upstream import UpstreamReply, UpstreamStream
 
@@ -57,7 +58,7 @@ async def _handle(request: Request, path: str, *, count_tokens: bool) -> Respons
         if native.stream:
             opened = await until_disconnect(request, gateway.upstream.open_stream(path, native.payload, headers))
             if isinstance(opened, UpstreamStream):
-                return StreamingResponse(
+                return EventStreamResponse(
                     _relay(opened, request),
                     media_type="text/event-stream",
                     headers={

@@ -19,6 +19,7 @@ import uvicorn
 
 from proxy.app import create_app
 from proxy.config import Settings
+from proxy.streaming import EventStreamResponse
 from proxy.upstream import InProcessTransport
 from tests.servers import free_port
 
@@ -184,3 +185,76 @@ async def test_ping_becomes_an_sse_comment() -> None:
         response = await client.post(f"{url}/v1/chat/completions", json=CHAT)
     assert b"\n: ping" in response.content or response.content.startswith(b": ping")
     assert response.content.rstrip().endswith(b"data: [DONE]")
+
+
+# --- the streamed response itself (proxy/streaming.py), at the ASGI level ------------------------
+
+
+class Wire:
+    """An ASGI server's side of one response: what was sent, and a disconnect on demand."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+SCOPE = {"type": "http", "asgi": {"spec_version": "2.3"}}
+
+
+async def test_the_streamed_response_sends_every_chunk_then_ends() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for part in (b"data: 1\n\n", b"data: 2\n\n"):
+            yield part
+
+    wire = Wire()
+    await EventStreamResponse(body(), media_type="text/event-stream")(SCOPE, wire.receive, wire.send)
+    assert wire.sent[0]["type"] == "http.response.start"
+    assert [m.get("body") for m in wire.sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b""]
+    assert wire.sent[-1]["more_body"] is False
+
+
+async def test_a_client_that_leaves_cancels_the_body_where_it_waits_and_its_cleanup_runs() -> None:
+    cleaned = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: first\n\n"
+            await asyncio.Event().wait()  # an upstream that sends nothing more
+            yield b"never"
+        finally:
+            cleaned.set()
+
+    wire = Wire()
+    answer = asyncio.ensure_future(EventStreamResponse(body())(SCOPE, wire.receive, wire.send))
+    await asyncio.sleep(0.01)
+    wire.gone.set()
+    await asyncio.wait_for(answer, 1)
+    assert cleaned.is_set()
+    assert [m.get("body") for m in wire.sent[1:]] == [b"data: first\n\n"]  # no end: nobody is listening
+
+
+async def test_an_error_in_the_body_is_raised_and_a_cancelled_response_stays_cancelled() -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        raise RuntimeError("upstream broke")
+
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        await EventStreamResponse(failing())(SCOPE, Wire().receive, Wire().send)
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(0.001)
+            yield b"data: tick\n\n"
+
+    answer = asyncio.ensure_future(EventStreamResponse(endless())(SCOPE, Wire().receive, Wire().send))
+    await asyncio.sleep(0.01)
+    answer.cancel()  # the server shutting down: the cancellation must not be swallowed
+    with pytest.raises(asyncio.CancelledError):
+        await answer
