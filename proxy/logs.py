@@ -2,13 +2,21 @@
 
 Records carry their structured fields in ``extra={"fields": {...}}``; the formatter merges them
 into the line. Access lines come from ``proxy.access``.
+
+The event loop only formats a line and queues it; a thread writes it to stderr. A write to a pipe
+nobody drains (a stuck log collector) would otherwise block the loop and every request with it.
+The queue is bounded: when it is full, lines are dropped and counted, and the count is logged once
+the writer catches up.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import sys
 import time
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import orjson
@@ -42,13 +50,57 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+MAX_QUEUED_LINES = 10_000
+
+
+class DroppingQueueHandler(QueueHandler):
+    """Formats on the caller's thread, never blocks it: a full queue drops the line and counts it."""
+
+    def __init__(self, lines: queue.Queue[Any]) -> None:
+        super().__init__(lines)
+        self._lines = lines
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped:
+                note = logging.LogRecord("proxy.logs", logging.WARNING, __file__, 0, _DROPPED, (self.dropped,), None)
+                self._lines.put_nowait(self.prepare(note))
+                self.dropped = 0
+            self._lines.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+_DROPPED = "%d log lines were dropped: stderr was not read fast enough"
+
+_listener: QueueListener | None = None
+
+
+def _stop_writer() -> None:
+    """Writes out what is queued; at exit, and before a new setup replaces the writer."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(_stop_writer)
+
+
 def setup(level: str = "info", fmt: str = "json") -> None:
-    """Route every logger (ours and uvicorn's) through one handler on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Route every logger (ours and uvicorn's) through one queue to a thread writing stderr."""
+    global _listener
+    _stop_writer()
+    lines: queue.Queue[Any] = queue.Queue(MAX_QUEUED_LINES)
+    handler = DroppingQueueHandler(lines)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    writer = logging.StreamHandler(sys.stderr)  # the line arrives formatted: its message is the line
+    _listener = QueueListener(lines, writer)
+    _listener.start()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

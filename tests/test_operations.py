@@ -222,3 +222,38 @@ def test_console_script_is_the_same_command() -> None:
     assert result.returncode == 0
     for verb in ("serve", "check-config", "simulator"):
         assert verb in result.stdout
+
+
+def test_a_stderr_nobody_reads_does_not_stall_the_gateway(simulator: str, tmp_path: Path) -> None:
+    # stderr is a pipe this test never reads: its buffer (64 KiB) holds ~150 access lines. A gateway
+    # that wrote its logs from the event loop would block on the next write, and every request with it.
+    port = servers.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
+    env.update(
+        ANTHROPIC_API_KEY=UPSTREAM_KEY,
+        ANTHROPIC_BASE_URL=simulator,
+        PROXY_API_KEYS=CLIENT_KEY,
+        PROXY_STORE=str(tmp_path / "keys.db"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the gateway did not start"
+                time.sleep(0.05)
+        with httpx.Client(base_url=url, headers=AUTH, timeout=5) as client:
+            for _ in range(600):  # ~4 times what the pipe holds
+                assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
