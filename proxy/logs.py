@@ -3,21 +3,21 @@
 Records carry their structured fields in ``extra={"fields": {...}}``; the formatter merges them
 into the line. Access lines come from ``proxy.access``.
 
-The event loop only formats a line and queues it; a thread writes it to stderr. A write to a pipe
-nobody drains (a stuck log collector) would otherwise block the loop and every request with it.
-The queue is bounded: when it is full, lines are dropped and counted, and the count is logged once
-the writer catches up.
+The event loop only formats a line and leaves it in a deque; a thread writes the waiting lines to
+stderr every 50 ms, in one write. A write to a pipe nobody drains (a stuck log collector) would
+otherwise block the loop and every request with it. The queue is bounded: when it is full, lines
+are dropped and counted, and the count is logged once the writer catches up.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import sys
+import threading
 import time
-from logging.handlers import QueueHandler, QueueListener
-from typing import Any
+from collections import deque
+from typing import Any, TextIO
 
 import orjson
 
@@ -51,38 +51,81 @@ class JSONFormatter(logging.Formatter):
 
 
 MAX_QUEUED_LINES = 10_000
+WRITE_INTERVAL = 0.05  # seconds between the writer's rounds: how late a line may reach stderr
 
 
-class DroppingQueueHandler(QueueHandler):
-    """Formats on the caller's thread, never blocks it: a full queue drops the line and counts it."""
+class BoundedLineHandler(logging.Handler):
+    """Formats on the caller's thread and leaves the line for the writer; never blocks: past
+    ``MAX_QUEUED_LINES`` waiting, a line is dropped and counted, and the count goes out once there
+    is room again. A deque, not a `queue.Queue`: appending wakes no thread, so a busy gateway does
+    not hand the GIL to the writer once per line."""
 
-    def __init__(self, lines: queue.Queue[Any]) -> None:
-        super().__init__(lines)
+    def __init__(self, lines: deque[str]) -> None:
+        super().__init__()
         self._lines = lines
         self.dropped = 0
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            if self.dropped:
-                note = logging.LogRecord("proxy.logs", logging.WARNING, __file__, 0, _DROPPED, (self.dropped,), None)
-                self._lines.put_nowait(self.prepare(note))
-                self.dropped = 0
-            self._lines.put_nowait(record)
-        except queue.Full:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._lines) >= MAX_QUEUED_LINES:
             self.dropped += 1
+            return
+        if self.dropped:
+            note = logging.LogRecord("proxy.logs", logging.WARNING, __file__, 0, _DROPPED, (self.dropped,), None)
+            self._lines.append(self.format(note))
+            self.dropped = 0
+        self._lines.append(line)
 
 
 _DROPPED = "%d log lines were dropped: stderr was not read fast enough"
 
-_listener: QueueListener | None = None
+
+class LineWriter(threading.Thread):
+    """Every ``WRITE_INTERVAL`` seconds, writes the lines waiting to a stream in one write."""
+
+    def __init__(self, lines: deque[str], stream: TextIO, interval: float = WRITE_INTERVAL) -> None:
+        super().__init__(name="claude-proxy-log-writer", daemon=True)
+        self._lines = lines
+        self._stream = stream
+        self._interval = interval
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self._write_waiting()
+        self._write_waiting()
+
+    def _write_waiting(self) -> None:
+        batch = []
+        while self._lines:
+            batch.append(self._lines.popleft())
+        if not batch:
+            return
+        try:
+            self._stream.write("\n".join(batch) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr closed: nowhere left to write
+            pass
+
+    def stop(self) -> None:
+        """Writes out what is waiting; gives a stuck stream a few seconds at most."""
+        self._stopping.set()
+        self.join(timeout=5)
+
+
+_writer: LineWriter | None = None
 
 
 def _stop_writer() -> None:
-    """Writes out what is queued; at exit, and before a new setup replaces the writer."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    """At exit, and before a new setup replaces the writer."""
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
 
 
 atexit.register(_stop_writer)
@@ -90,17 +133,16 @@ atexit.register(_stop_writer)
 
 def setup(level: str = "info", fmt: str = "json") -> None:
     """Route every logger (ours and uvicorn's) through one queue to a thread writing stderr."""
-    global _listener
+    global _writer
     _stop_writer()
-    lines: queue.Queue[Any] = queue.Queue(MAX_QUEUED_LINES)
-    handler = DroppingQueueHandler(lines)
+    lines: deque[str] = deque()
+    handler = BoundedLineHandler(lines)
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    writer = logging.StreamHandler(sys.stderr)  # the line arrives formatted: its message is the line
-    _listener = QueueListener(lines, writer)
-    _listener.start()
+    _writer = LineWriter(lines, sys.stderr)
+    _writer.start()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
