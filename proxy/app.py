@@ -22,8 +22,9 @@ from starlette.routing import Route
 from proxy import metrics
 from proxy.abuse import BadKeyThrottle
 from proxy.access import AccessMiddleware
-from proxy.chat import ClientGone, chat_completions
+from proxy.chat import chat_completions
 from proxy.config import Settings
+from proxy.disconnect import ClientGone
 from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NotFound, ProxyError, RateLimited
 from proxy.keys import KeyService, PriceTable, Principal, keys_from_config
 from proxy.keys.admin import routes as admin_routes

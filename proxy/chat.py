@@ -7,18 +7,18 @@ Glue only: every mapping decision lives in ``proxy/translate``, every network de
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import metrics
+from proxy.disconnect import until_disconnect
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.keys import estimate_tokens
 from proxy.sse import SSEDecoder
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from proxy.app import Gateway
 
 log = logging.getLogger("proxy.chat")
-_T = TypeVar("_T")
 
 MESSAGES_PATH = "/v1/messages"
 SSE_HEADERS = {
@@ -89,7 +88,7 @@ async def _dispatch(
 
 
 async def _complete(gateway: Gateway, request: Request, payload: bytes, started: float) -> Response:
-    reply = await until_disconnect(request, gateway.upstream.request("POST", MESSAGES_PATH, payload))
+    reply = await until_disconnect(request.receive, gateway.upstream.request("POST", MESSAGES_PATH, payload))
     _note_upstream(request, reply)
     if reply.status != 200:
         raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
@@ -107,7 +106,7 @@ async def _complete(gateway: Gateway, request: Request, payload: bytes, started:
 async def _stream(
     gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
 ) -> Response:
-    opened = await until_disconnect(request, gateway.upstream.open_stream(MESSAGES_PATH, payload))
+    opened = await until_disconnect(request.receive, gateway.upstream.open_stream(MESSAGES_PATH, payload))
     _note_upstream(request, opened)
     if isinstance(opened, UpstreamReply):
         # Nothing has reached the client yet, so an error here is an ordinary JSON error response.
@@ -174,7 +173,7 @@ async def _complete_choices(gateway: Gateway, request: Request, n: int, payload:
             raise failed.exceptions[0] from None
         return [call.result() for call in calls]
 
-    replies = await until_disconnect(request, all_choices())
+    replies = await until_disconnect(request.receive, all_choices())
     for reply in replies:
         if reply.status != 200:  # any failed choice fails the request: a partial answer would mislead
             _note_upstream(request, reply)
@@ -197,7 +196,7 @@ async def _stream_choices(
     opening = asyncio.gather(
         *(gateway.upstream.open_stream(MESSAGES_PATH, payload) for _ in range(translated.n)), return_exceptions=True
     )
-    opened = await until_disconnect(request, opening)
+    opened = await until_disconnect(request.receive, opening)
     streams = [o for o in opened if isinstance(o, UpstreamStream)]
     failure = next((o for o in opened if not isinstance(o, UpstreamStream)), None)
     if failure is not None:
@@ -269,34 +268,6 @@ async def _relay_choices(
 def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> None:
     request.state.attempts = reply.attempts
     request.state.upstream_request_id = reply.request_id
-
-
-class ClientGone(Exception):
-    """The client closed its connection before the answer was ready."""
-
-
-async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
-    """Run ``work`` (an upstream call) unless the client goes away first, in which case it is
-    cancelled at once: nobody is left to read the answer, and the upstream call costs money."""
-    call = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((call, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not call.done():
-            call.cancel()
-            with contextlib.suppress(BaseException):
-                await call
-    if call.cancelled():
-        raise ClientGone
-    return call.result()
-
-
-async def _disconnected(request: Request) -> None:
-    # The body has been read already, so the next message the server sends is the disconnect.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 async def settle(request: Request) -> None:

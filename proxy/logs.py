@@ -5,7 +5,7 @@ into the line. Access lines come from ``proxy.access``.
 
 The event loop only formats a line and leaves it in a deque; a thread writes the waiting lines to
 stderr every 50 ms, in one write. A write to a pipe nobody drains (a stuck log collector) would
-otherwise block the loop and every request with it. The queue is bounded: when it is full, lines
+otherwise block the loop and every request with it. The deque is bounded: when it is full, lines
 are dropped and counted, and the count is logged once the writer catches up.
 """
 
@@ -132,7 +132,7 @@ atexit.register(_stop_writer)
 
 
 def setup(level: str = "info", fmt: str = "json") -> None:
-    """Route every logger (ours and uvicorn's) through one queue to a thread writing stderr."""
+    """Route every logger (ours and uvicorn's) through one bounded deque to a thread writing stderr."""
     global _writer
     _stop_writer()
     lines: deque[str] = deque()

@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import metrics
-from proxy.chat import answer_headers, note_usage, settle, until_disconnect
+from proxy.chat import answer_headers, note_usage, settle
+from proxy.disconnect import until_disconnect
 from proxy.errors import ProxyError, UpstreamAuthFailed
 from proxy.keys import estimate_tokens
 from proxy.native import NativeUsage, anthropic_error, anthropic_error_event, message_usage, prepare_native
@@ -56,7 +57,9 @@ async def _handle(request: Request, path: str, *, count_tokens: bool) -> Respons
             request.state.admission = await gateway.keys.admit(principal, native.model, estimate_tokens(body))
         headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
         if native.stream:
-            opened = await until_disconnect(request, gateway.upstream.open_stream(path, native.payload, headers))
+            opened = await until_disconnect(
+                request.receive, gateway.upstream.open_stream(path, native.payload, headers)
+            )
             if isinstance(opened, UpstreamStream):
                 return EventStreamResponse(
                     _relay(opened, request),
@@ -70,7 +73,9 @@ async def _handle(request: Request, path: str, *, count_tokens: bool) -> Respons
                 )
             reply = opened
         else:
-            reply = await until_disconnect(request, gateway.upstream.request("POST", path, native.payload, headers))
+            reply = await until_disconnect(
+                request.receive, gateway.upstream.request("POST", path, native.payload, headers)
+            )
     except ProxyError as exc:
         request.state.error = exc.type
         headers = {**_limit_headers(request), **exc.headers}
