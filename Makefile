@@ -1,7 +1,7 @@
 .PHONY: install check test bench
 
 install:
-	pip install -e '.[test]'
+	pip install -c constraints.txt -e '.[test]'
 
 check:
 	ruff check .

@@ -45,6 +45,9 @@ def run(
     full_env.update(env or {})
     # Each server gets its own key store, outside the working tree.
     full_env.setdefault("PROXY_STORE", str(Path(tempfile.mkdtemp(prefix="claude-proxy-test-")) / "keys.db"))
+    # No load balancer watches a test's /readyz: stop at once on SIGTERM instead of draining for 5 s.
+    # A test of the drain itself passes its own PROXY_SHUTDOWN.
+    full_env.setdefault("PROXY_SHUTDOWN", '{"drain_delay": 0}')
     # A file, not a pipe: a chatty server must never block on a full pipe nobody reads.
     with open(log_path, "w+b") if log_path else tempfile.TemporaryFile() as log:
         process = subprocess.Popen([sys.executable, "-m", "proxy", *args], env=full_env, stdout=log, stderr=log)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests import servers
+from tests import npm, servers
 
 CLIENT_KEY = "sk-e2e-client-key"
 MODEL = "claude-sonnet-4-5"
@@ -306,10 +305,7 @@ JS_DIR = Path(__file__).parent / "js"
 
 @pytest.fixture(scope="module")
 def node_client() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are not installed")
-    if not (JS_DIR / "node_modules" / "openai").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=300)
+    npm.installed(JS_DIR, "openai")
     return JS_DIR / "stream_check.mjs"
 
 

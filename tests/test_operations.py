@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests import servers
+from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "sk-ops-client-key-7777"
@@ -86,8 +87,8 @@ def test_access_log_lines_are_json_with_no_secret(gateway: tuple[str, Path]) -> 
     with httpx.Client(base_url=url, headers=AUTH) as client:
         client.post("/v1/chat/completions", json=CHAT, headers={"x-request-id": "log-check-1"})
         client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-wrong-secret-0000"})
-    time.sleep(0.2)
-    raw = log_file.read_text()
+    # Both requests' access lines reach the file (the log writer thread writes every 50 ms).
+    raw = eventually(lambda: _written_after(log_file, "log-check-1", 1), what="both access lines written")
     lines = [json.loads(line) for line in raw.splitlines() if line.strip()]
     access = [line for line in lines if line.get("request_id") == "log-check-1"]
     assert len(access) == 1
@@ -108,7 +109,7 @@ def test_readyz_is_ready_once_started(gateway: tuple[str, Path]) -> None:
 
 
 def test_sigterm_during_a_stream_drains_readiness_then_finishes_the_stream(simulator: str) -> None:
-    env = {"PROXY_CONFIG": str(_write_config({"shutdown": {"drain_delay": 1.0, "grace_period": 20}}))}
+    env = {"PROXY_SHUTDOWN": '{"drain_delay": 1.0, "grace_period": 20}'}
     with servers.gateway_process(simulator, CLIENT_KEY, env) as (url, process):
         body: dict[str, Any] = {"chunks": b"", "error": None}
         long_chat = {**CHAT, "messages": [{"role": "user", "content": "stream " * 30}], "stream": True}
@@ -127,11 +128,9 @@ def test_sigterm_during_a_stream_drains_readiness_then_finishes_the_stream(simul
         while b"content" not in body["chunks"] and time.monotonic() < deadline:
             time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-        assert httpx.get(f"{url}/readyz").status_code == 503  # still accepting, but not ready
-        time.sleep(1.5)
-        with pytest.raises(httpx.ConnectError):  # past the drain delay: no longer accepting
-            httpx.get(f"{url}/healthz", timeout=1)
+        # Still accepting during the drain delay, but not ready; then, past it, no longer accepting.
+        eventually(lambda: httpx.get(f"{url}/readyz").status_code == 503, within=1.0, what="/readyz answers 503")
+        eventually(lambda: _refused(f"{url}/healthz"), within=5.0, what="new connections refused after the drain")
         reader.join(timeout=30)
         assert body["error"] is None
         assert body["chunks"].rstrip().endswith(b"data: [DONE]")
@@ -206,6 +205,21 @@ def test_two_workers_aggregate_their_metrics(simulator: str) -> None:
     assert re.search(
         r'claude_proxy_requests_total\{model="claude-haiku-4-5",route="/v1/chat/completions",status="200"\} 6\.0', text
     )
+
+
+def _written_after(log_file: Path, request_id: str, more: int) -> str:
+    """The log's text once the access line of ``request_id`` and ``more`` access lines after it are in."""
+    text = log_file.read_text()
+    ids = [json.loads(line).get("request_id") for line in text.splitlines() if '"logger":"proxy.access"' in line]
+    return text if request_id in ids and len(ids) - ids.index(request_id) > more else ""
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.ConnectError:
+        return True
+    return False
 
 
 def _write_config(values: dict[str, Any], folder: Path | None = None) -> Path:

@@ -38,6 +38,7 @@ import uvloop
 
 from tests import servers
 from tests.faults import CLIENT_KEY, UPSTREAM_KEY, metric, open_fds, rss_bytes
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.soak, pytest.mark.e2e]
 
@@ -164,13 +165,14 @@ def test_soak_keeps_memory_and_descriptors_flat_and_the_token_books_balanced(
     ):
         upstream_port = int(simulator.rsplit(":", 1)[1])
         uvloop.run(drive(url, range(warm_up), received))
-        time.sleep(0.5)
+        # Measure once the warm-up's dropped streams have been wound down, not after a guessed pause.
+        eventually(lambda: "claude_proxy_streams_open 0.0" in httpx.get(f"{url}/metrics").text, what="streams closed")
         rss_warm, fds_before = rss_bytes(gateway.pid), Descriptors.of(gateway.pid, upstream_port)
         uvloop.run(drive(url, range(warm_up, warm_up + SOAK_REQUESTS), received))
         fds_after = settle(gateway.pid, upstream_port, fds_before)
         rss_end = rss_bytes(gateway.pid)
         metrics = httpx.get(f"{url}/metrics").text
-        time.sleep(0.3)  # the last access lines reach the file
+        eventually(lambda: len(access_lines(log_file)) >= len(received), what="every access line written")
     elapsed = time.monotonic() - started
 
     lines = access_lines(log_file)
