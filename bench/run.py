@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reference", action="store_true", help="also measure a bare Starlette+aiohttp forwarder on c1/c32 (+25 s)"
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="only compare this tree's claude-proxy with the one at git commit REV, interleaved (c1, c32, s32)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: how many interleaved rounds")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where latest.json and dated copies go")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (printed path)")
     return parser.parse_args(argv)
@@ -207,6 +213,26 @@ def run(args: argparse.Namespace, clock: Clock, workdir: Path) -> dict[str, Any]
     return results
 
 
+def run_against(args: argparse.Namespace, clock: Clock, workdir: Path) -> int:
+    """The A/B mode: no other targets, only this tree and REV, alternately; results to the temp dir."""
+    from bench import against
+
+    plan = Plan.quick() if args.quick else Plan()
+    with Services(workdir) as services:
+        clock.log("fake upstream")
+        upstream = start_fake_upstream(services, workdir)
+        bench = Bench(ensure_wrk(), workdir, upstream, plan)
+        clock.log(f"this tree against {args.against}, {args.rounds} rounds")
+        result = against.compare(bench, services, args.against, args.rounds, clock.log)
+    result["machine"] = machine()
+    path = Path(tempfile.gettempdir()) / "claude-proxy-bench-against.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(against.render(result), end="")
+    print(f"\nresults: {path}")
+    return 0
+
+
 def save(results: dict[str, Any], directory: Path) -> list[Path]:
     """``latest.json`` plus a dated copy; a --quick run goes to the temp dir only."""
     text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
@@ -230,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-bench-"))
     try:
         with terminate_on_sigterm():
+            if args.against:
+                return run_against(args, clock, workdir)
             results = run(args, clock, workdir)
     except KeyboardInterrupt:
         print("\ninterrupted: every service the bench started has been stopped", file=sys.stderr)

@@ -148,21 +148,29 @@ def default_transport() -> str:
 
 
 def start_claude_proxy(
-    services: Services, workdir: Path, upstream: Service, *, transport: str | None, max_in_flight: int
+    services: Services,
+    workdir: Path,
+    upstream: Service,
+    *,
+    transport: str | None,
+    max_in_flight: int,
+    code: Path = REPO,
+    label: str | None = None,
 ) -> tuple[Target, dict[str, Any]]:
     """claude-proxy as shipped (one uvicorn worker, uvloop + httptools, its own logging), with
-    ``upstream.max_in_flight`` raised to hold open1000 and, when given, the upstream transport."""
+    ``upstream.max_in_flight`` raised to hold open1000 and, when given, the upstream transport.
+    ``code`` is the checkout whose ``proxy`` package runs (another commit's work tree for --against)."""
     upstream_settings: dict[str, Any] = {"max_in_flight": max_in_flight}
     if transport is not None:
         upstream_settings["transport"] = transport
     config = {"upstream": upstream_settings}
-    label = transport or "default"
+    label = label or transport or "default"
     config_path = workdir / f"claude-proxy-{label}.yaml"
     config_path.write_text(json.dumps(config))  # JSON is YAML
     port = free_port()
     argv = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--config", str(config_path)]
     env = clean_env(
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(code),
         ANTHROPIC_API_KEY="anything",
         ANTHROPIC_BASE_URL=f"http://{LOOPBACK}:{upstream.port}",
         PROXY_API_KEYS=CLIENT_KEY,
