@@ -33,6 +33,9 @@ ROUTES = frozenset(
     }
 )
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Where the server protocol (`proxy.server`) leaves (status, error) when it answered a request
+# itself, over the app's head (a body that never came): the app's own answer was never sent.
+SERVER_ANSWERED = "server_answered"
 _CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
 
 
@@ -97,6 +100,9 @@ class AccessMiddleware:
     def _record(self, scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
         path = scope["path"]
         route = route_label(path)
+        error = state.get("error")
+        if SERVER_ANSWERED in state:
+            status, error = state[SERVER_ANSWERED]
         model = metrics.model_label(state.get("model"))
         metrics.series(metrics.REQUESTS, route, model, str(status)).inc()
         metrics.series(metrics.REQUEST_DURATION, route, model).observe(elapsed)
@@ -106,18 +112,26 @@ class AccessMiddleware:
             "path": path if route != "other" else route,
             "status": status,
             "duration_ms": round(elapsed * 1000, 2),
+            "client": _client_host(scope),  # as uvicorn reports it: X-Forwarded-For only from trusted proxies
             "key": state.get("key_name"),
             "model": state.get("model"),
             "stream": state.get("stream"),
         }
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "attempts", "upstream_request_id", "error"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "attempts", "upstream_request_id"):
             if state.get(name) is not None:
                 fields[name] = state[name]
+        if error is not None:
+            fields["error"] = error
         for name in ("request_body", "response_body"):
             if name in state:  # only present when log_payloads is on
                 fields[name] = state[name]
         level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
         log.log(level, "%s %s %s", scope["method"], fields["path"], status, extra={"fields": fields})
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 async def _too_many_header_bytes(send: Send, limit: int) -> None:

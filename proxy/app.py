@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -12,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pydantic
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,12 +20,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import metrics
-from proxy.abuse import BadKeyThrottle
+from proxy.abuse import BadKeyThrottle, refuse_if_throttled
 from proxy.access import AccessMiddleware
 from proxy.chat import chat_completions
 from proxy.config import Settings
 from proxy.disconnect import ClientGone
-from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NotFound, ProxyError, RateLimited
+from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NotFound, ProxyError, UpstreamError
 from proxy.keys import KeyService, PriceTable, Principal, keys_from_config
 from proxy.keys.admin import routes as admin_routes
 from proxy.lifecycle import LIFECYCLE
@@ -51,22 +51,17 @@ class Gateway:
 
     async def authenticate(self, request: Request) -> Principal:
         """The caller's key, checked before anything else. An address that keeps sending wrong keys
-        is refused for a while before its key is even looked at, so guessing gets no answers."""
+        is throttled: its guesses get 429 whatever they are, while keys already used from it keep
+        working (see `proxy.abuse`)."""
         address = request.client.host if request.client else None
-        wait = self.bad_keys.check(address)
-        if wait is not None:
-            raise RateLimited(
-                "Too many requests with an invalid API key from this address; retry later.",
-                code="too_many_invalid_keys",
-                headers={"retry-after": str(math.ceil(wait))},
-            )
         try:
             principal = await self.keys.authenticate(request.headers)
         except AuthenticationFailed as exc:
-            if exc.code != "missing_api_key":  # a missing key is a misconfigured client, not a guess
-                self.bad_keys.record_failure(address)
+            if exc.code == "missing_api_key":  # a misconfigured client, not a guess
+                raise
+            refuse_if_throttled(self.bad_keys.refuse_bad_key(address))
             raise
-        self.bad_keys.record_success(address)
+        refuse_if_throttled(self.bad_keys.refuse_valid_key(address, principal.name))
         request.state.principal = principal
         request.state.key_name = principal.name
         return principal
@@ -103,19 +98,43 @@ class Gateway:
         reply = await self.upstream.request("GET", "/v1/models?limit=1000")
         if reply.status != 200:
             raise from_upstream(reply.status, reply.body, reply.headers)
-        listed = orjson.loads(reply.body).get("data", [])
-        models = [_openai_model(entry) for entry in listed if isinstance(entry, dict) and "id" in entry]
+        models = [_openai_model(entry) for entry in _upstream_models(reply.body)]
         for alias in self.models.aliases:
             models.append({"id": alias, "object": "model", "created": 0, "owned_by": "claude-proxy"})
         self._model_list = (now, models)
         return models
 
 
-def _openai_model(entry: dict[str, Any]) -> dict[str, Any]:
+class _UpstreamModel(pydantic.BaseModel):
+    """One entry of the upstream's model list, as far as the gateway reads it (extra fields ignored)."""
+
+    model_config = pydantic.ConfigDict(strict=True)
+
+    id: str = pydantic.Field(min_length=1)
+    created_at: Any = None  # cosmetic: one that cannot be read is shown as 0, not refused
+
+
+class _UpstreamModelList(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(strict=True)
+
+    data: list[_UpstreamModel]
+
+
+def _upstream_models(body: bytes) -> list[_UpstreamModel]:
+    """The upstream's ``GET /v1/models`` answer checked; anything but a list of models is a 502."""
+    try:
+        return _UpstreamModelList.model_validate_json(body).data
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[:3]  # a list of 1000 bad entries stays one line
+        log.warning("the upstream model list is malformed (%d errors): %s", exc.error_count(), first)
+        raise UpstreamError("the upstream API answered the model list with malformed data") from None
+
+
+def _openai_model(entry: _UpstreamModel) -> dict[str, Any]:
     return {
-        "id": entry["id"],
+        "id": entry.id,
         "object": "model",
-        "created": _epoch(entry.get("created_at")),
+        "created": _epoch(entry.created_at),
         "owned_by": "anthropic",
     }
 
@@ -255,7 +274,10 @@ def create_app(
         Route("/v1/messages/count_tokens", native_count_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
-        *admin_routes(lambda request: request.app.state.gateway.keys),
+        *admin_routes(
+            lambda request: request.app.state.gateway.keys,
+            lambda request: request.app.state.gateway.bad_keys,  # wrong admin keys count as guesses too
+        ),
     ]
     return Starlette(
         routes=routes,

@@ -2,16 +2,24 @@
 
 Glue only: every mapping decision lives in ``proxy/translate``, every network decision in
 ``proxy/upstream.py``.
+
+What a request takes — the key's token reservation, every upstream response it opens (each holds
+one of the upstream's in-flight slots) — has one owner, an `AsyncExitStack` opened by the route:
+whatever way the request ends (an answer, an error, an exception, the client leaving, a
+cancellation), the stack closes the upstream responses and then settles the reservation, once. A
+stream outlives the route: its response adopts the stack and releases it at the stream's end
+(`proxy.streaming.EventStreamResponse`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from starlette.requests import Request
@@ -26,13 +34,15 @@ from proxy.streaming import EventStreamResponse
 from proxy.translate.errors import from_upstream
 from proxy.translate.request import TranslatedRequest, to_messages_request
 from proxy.translate.response import merge_completions, merge_usage, to_chat_completion
-from proxy.translate.stream import ChoiceStreams, StreamTranslator
+from proxy.translate.stream import ChoiceStreams, StreamTranslator, checked_usage
 from proxy.upstream import UpstreamReply, UpstreamStream
 
 if TYPE_CHECKING:
     from proxy.app import Gateway
 
 log = logging.getLogger("proxy.chat")
+
+_T = TypeVar("_T")
 
 MESSAGES_PATH = "/v1/messages"
 SSE_HEADERS = {
@@ -48,7 +58,15 @@ async def chat_completions(request: Request) -> Response:
     principal = await gateway.authenticate(request)
     body = await gateway.read_json(request)
     settings = gateway.settings
-    translated = to_messages_request(body, gateway.models, max_n=settings.max_n, auto_cache=settings.auto_cache)
+    translated = to_messages_request(
+        body,
+        gateway.models,
+        max_n=settings.max_n,
+        auto_cache=settings.auto_cache,
+        max_messages=settings.max_messages,
+        max_content_blocks=settings.max_content_blocks,
+        max_tools=settings.max_tools,
+    )
     state = request.state
     state.model, state.stream = translated.model, translated.stream
     if gateway.settings.log_payloads:
@@ -61,29 +79,34 @@ async def chat_completions(request: Request) -> Response:
     estimate = estimate_tokens(translated.upstream) * translated.n
     admission = await gateway.keys.admit(principal, translated.model, estimate)
     state.admission = admission
-    try:
-        response = await _dispatch(gateway, request, translated, payload, started)
-    except BaseException as exc:
-        await settle(request)  # nothing came back: the reservation is released
-        if isinstance(exc, ProxyError):
+    async with contextlib.AsyncExitStack() as owner:
+        owner.push_async_callback(settle, request)  # last: after the usage is noted and the upstream closed
+        try:
+            response = await _dispatch(gateway, request, translated, payload, started, owner)
+        except ProxyError as exc:
             for name, value in admission.headers.items():
                 exc.headers.setdefault(name, value)
-        raise
-    response.headers.update(admission.headers)
-    if not translated.stream:
-        await settle(request)  # a stream settles when it ends, in its relay
-    return response
+            raise
+        response.headers.update(admission.headers)
+        if isinstance(response, EventStreamResponse):
+            response.adopt(owner.pop_all())  # nothing can fail between here and the response's start
+        return response
 
 
 async def _dispatch(
-    gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
+    gateway: Gateway,
+    request: Request,
+    translated: TranslatedRequest,
+    payload: bytes,
+    started: float,
+    owner: contextlib.AsyncExitStack,
 ) -> Response:
     if translated.n > 1:
         if translated.stream:
-            return await _stream_choices(gateway, request, translated, payload, started)
+            return await _stream_choices(gateway, request, translated, payload, started, owner)
         return await _complete_choices(gateway, request, translated.n, payload, started)
     if translated.stream:
-        return await _stream(gateway, request, translated, payload, started)
+        return await _stream(gateway, request, translated, payload, started, owner)
     return await _complete(gateway, request, payload, started)
 
 
@@ -92,21 +115,53 @@ async def _complete(gateway: Gateway, request: Request, payload: bytes, started:
     _note_upstream(request, reply)
     if reply.status != 200:
         raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
-    try:
-        message = orjson.loads(reply.body)
-        completion = to_chat_completion(message, created=int(time.time()))
-    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise UpstreamError("the upstream API answered with a malformed message") from exc
+    completion = _chat_completion(reply, created=int(time.time()))
     note_usage(request, completion.get("usage"))
     if gateway.settings.log_payloads:
         request.state.response_body = completion
     return Response(orjson.dumps(completion), media_type="application/json", headers=answer_headers(reply, started))
 
 
+def _chat_completion(reply: UpstreamReply, *, created: int) -> dict[str, Any]:
+    """The chat.completion for an upstream Message; a malformed one is the upstream's fault (502)."""
+    try:
+        message = orjson.loads(reply.body)
+        checked_usage(message.get("usage"))  # counts that metering and billing can add up
+        return to_chat_completion(message, created=created)
+    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+        raise UpstreamError("the upstream API answered with a malformed message") from exc
+
+
+def owned(owner: contextlib.AsyncExitStack, opening: Awaitable[_T]) -> asyncio.Future[_T]:
+    """``opening`` (an upstream ``open_stream`` call) started, with the stream it opens owned by
+    ``owner``: closed when the request ends, even if it opens after the client has gone or the
+    request was cancelled while it was opening."""
+    call = asyncio.ensure_future(opening)
+    owner.push_async_callback(_close_opened, call)
+    return call
+
+
+async def _close_opened(call: asyncio.Future[Any]) -> None:
+    if not call.done():
+        call.cancel()
+        await asyncio.wait((call,))
+    if call.cancelled() or call.exception() is not None:
+        return
+    opened = call.result()
+    if isinstance(opened, UpstreamStream):
+        await opened.aclose()  # idempotent: a stream already closed is left alone
+
+
 async def _stream(
-    gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
+    gateway: Gateway,
+    request: Request,
+    translated: TranslatedRequest,
+    payload: bytes,
+    started: float,
+    owner: contextlib.AsyncExitStack,
 ) -> Response:
-    opened = await until_disconnect(request.receive, gateway.upstream.open_stream(MESSAGES_PATH, payload))
+    opening = owned(owner, gateway.upstream.open_stream(MESSAGES_PATH, payload))
+    opened = await until_disconnect(request.receive, opening)
     _note_upstream(request, opened)
     if isinstance(opened, UpstreamReply):
         # Nothing has reached the client yet, so an error here is an ordinary JSON error response.
@@ -114,6 +169,7 @@ async def _stream(
     translator = StreamTranslator(
         created=int(time.time()), include_usage=translated.include_usage, model=translated.model
     )
+    owner.callback(lambda: note_usage(request, translator.usage))  # the tokens used so far, however it ends
     return EventStreamResponse(
         _relay(opened, translator, request, started),
         media_type="text/event-stream",
@@ -124,12 +180,11 @@ async def _stream(
 async def _relay(
     stream: UpstreamStream, translator: StreamTranslator, request: Request, started: float
 ) -> AsyncIterator[bytes]:
-    """Forward each upstream event as soon as it is decoded. Starlette cancels this generator
-    when the client disconnects; the ``finally`` then closes the upstream response at once and
-    still accounts for the tokens used so far."""
-    decoder = SSEDecoder()
+    """Forward each upstream event as soon as it is decoded. The response cancels this generator
+    when the client disconnects; the request's owner then closes the upstream response at once
+    and still accounts for the tokens used so far."""
+    decoder = SSEDecoder(stream.max_event_bytes)
     first_token_seen = False
-    metrics.STREAMS_OPEN.inc()
     try:
         async for chunk in stream.iter_bytes():
             for event, data in decoder.feed(chunk):
@@ -154,11 +209,6 @@ async def _relay(
         log.warning("upstream stream failed: %r", exc)
         request.state.error = exc.type
         yield translator.fail(exc)
-    finally:
-        metrics.STREAMS_OPEN.dec()
-        note_usage(request, translator.usage)
-        await settle(request)
-        await stream.aclose()
 
 
 # --- n > 1: one upstream call per choice, concurrently ----------------------------------------
@@ -179,10 +229,7 @@ async def _complete_choices(gateway: Gateway, request: Request, n: int, payload:
             _note_upstream(request, reply)
             raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
     created = int(time.time())
-    try:
-        completion = merge_completions([to_chat_completion(orjson.loads(r.body), created=created) for r in replies])
-    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise UpstreamError("the upstream API answered with a malformed message") from exc
+    completion = merge_completions([_chat_completion(reply, created=created) for reply in replies])
     _note_upstream(request, replies[0])
     note_usage(request, completion.get("usage"))
     return Response(
@@ -191,17 +238,20 @@ async def _complete_choices(gateway: Gateway, request: Request, n: int, payload:
 
 
 async def _stream_choices(
-    gateway: Gateway, request: Request, translated: TranslatedRequest, payload: bytes, started: float
+    gateway: Gateway,
+    request: Request,
+    translated: TranslatedRequest,
+    payload: bytes,
+    started: float,
+    owner: contextlib.AsyncExitStack,
 ) -> Response:
-    opening = asyncio.gather(
-        *(gateway.upstream.open_stream(MESSAGES_PATH, payload) for _ in range(translated.n)), return_exceptions=True
-    )
-    opened = await until_disconnect(request.receive, opening)
+    # Each opening is owned on its own: one that completes while the others are cancelled (the
+    # client left) is still closed, which a bare gather would lose.
+    openings = [owned(owner, gateway.upstream.open_stream(MESSAGES_PATH, payload)) for _ in range(translated.n)]
+    opened = await until_disconnect(request.receive, asyncio.gather(*openings, return_exceptions=True))
     streams = [o for o in opened if isinstance(o, UpstreamStream)]
     failure = next((o for o in opened if not isinstance(o, UpstreamStream)), None)
-    if failure is not None:
-        for stream in streams:
-            await stream.aclose()
+    if failure is not None:  # the streams that did open are closed by the owner
         if isinstance(failure, UpstreamReply):
             raise _with_request_id(from_upstream(failure.status, failure.body, failure.headers), failure)
         raise failure
@@ -213,6 +263,7 @@ async def _stream_choices(
         model=translated.model,
         completion_id=f"chatcmpl-{uuid.uuid4().hex}",
     )
+    owner.callback(lambda: note_usage(request, _merged_usage(choices)))
     return EventStreamResponse(
         _relay_choices(streams, choices, request),
         media_type="text/event-stream",
@@ -226,11 +277,12 @@ _END = object()
 async def _relay_choices(
     streams: list[UpstreamStream], choices: ChoiceStreams, request: Request
 ) -> AsyncIterator[bytes]:
-    """Interleave n upstream streams as their events arrive, each chunk tagged with its choice."""
+    """Interleave n upstream streams as their events arrive, each chunk tagged with its choice.
+    The streams themselves belong to the request's owner, which closes them."""
     queue: asyncio.Queue[tuple[int, Any, bytes]] = asyncio.Queue()
 
     async def pump(index: int, stream: UpstreamStream) -> None:
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(stream.max_event_bytes)
         try:
             async for chunk in stream.iter_bytes():
                 for event, data in decoder.feed(chunk):
@@ -238,10 +290,13 @@ async def _relay_choices(
         except ProxyError as exc:
             await queue.put((index, exc, b""))
             return
+        except Exception:  # a bug must not leave the relay waiting for this choice forever
+            log.exception("reading choice %d's upstream stream failed", index)
+            await queue.put((index, UpstreamError("the upstream stream could not be read"), b""))
+            return
         await queue.put((index, _END, b""))
 
     tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    metrics.STREAMS_OPEN.inc()
     try:
         while not choices.done:
             index, event, data = await queue.get()
@@ -255,14 +310,14 @@ async def _relay_choices(
             if out:
                 yield out
     finally:
-        metrics.STREAMS_OPEN.dec()
         for task in tasks:
             task.cancel()
-        for stream in streams:
-            await stream.aclose()
-        usages = [t.usage for t in choices.translators if t.usage is not None]
-        note_usage(request, merge_usage(usages) if usages else None)
-        await settle(request)
+        await asyncio.gather(*tasks, return_exceptions=True)  # no read in flight while the owner closes
+
+
+def _merged_usage(choices: ChoiceStreams) -> dict[str, Any] | None:
+    usages = [t.usage for t in choices.translators if t.usage is not None]
+    return merge_usage(usages) if usages else None
 
 
 def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> None:

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proxy.keys.model import ClientKeyConfig, keys_from_config
+from proxy.keys.store import is_redis_url
 from proxy.models import CapsRow, ModelTable
 
 
@@ -95,6 +96,22 @@ class UpstreamSettings(BaseModel):
     max_retry_after: float = Field(
         20.0, ge=0, description="longest upstream retry-after honoured; a longer one is answered at once"
     )
+    max_retry_hint: float = Field(
+        3600.0,
+        gt=0,
+        description="longest upstream retry-after believed (a key rests that long, a client is told to wait that "
+        "long); a longer one counts as this long",
+    )
+    max_response_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="largest upstream body read (non-streamed); a larger one is a 502 and its connection closed",
+    )
+    max_event_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="largest single upstream stream event buffered; a larger one ends the stream with an error",
+    )
     max_in_flight: int = Field(
         512, ge=1, description="upstream calls in flight at once; beyond it new requests get 503 at once"
     )
@@ -148,16 +165,49 @@ class Settings(BaseSettings):
     allow_anonymous: bool = False
     store: str = Field("./claude-proxy.db", validation_alias=AliasChoices("PROXY_STORE", "store"))
     admin_key: SecretStr | None = Field(None, validation_alias=AliasChoices("PROXY_ADMIN_KEY", "admin_key"))
+    allow_per_process_limits: bool = Field(
+        False,
+        description="allow several gateway processes on one SQLite store (--workers N, or a second gateway on "
+        "the file); each then enforces rpm, tpm and token budgets on its own, so a key can get N times its "
+        "budget. Limits shared by every process and replica need PROXY_STORE=redis://…",
+    )
     client_keys: list[ClientKeyConfig] = Field(default_factory=list)
     prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bad_key_max_failures: int = Field(10, ge=1, description="bad keys one address may send per window")
     bad_key_window: float = Field(60.0, gt=0, description="seconds of that window")
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "PROXY_FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+        description="addresses or networks (or *) of reverse proxies whose X-Forwarded-For is believed; "
+        "empty: nobody's, the client is the peer address",
+    )
 
-    simulate: bool | None = None
+    simulate: bool | None = Field(
+        None,
+        description="answer from the built-in simulator: true on purpose (required on a non-loopback bind), "
+        "false never; unset: when no ANTHROPIC_API_KEY is set",
+    )
     max_n: int = Field(8, ge=1, le=128, description="largest `n` (choices per request) a client may ask for")
+    max_messages: int = Field(
+        100_000, ge=1, description="messages one chat request may hold (the Messages API's own limit); then 400"
+    )
+    max_content_blocks: int = Field(
+        200_000,
+        ge=1,
+        description="content parts, tool calls and thinking blocks one chat request may hold in all; then 400",
+    )
+    max_tools: int = Field(
+        10_000, ge=1, description="tool (or function) definitions one chat request may hold; then 400"
+    )
     auto_cache: bool = False
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    request_head_timeout: float = Field(
+        30.0, gt=0, description="seconds a client may take to send a request's head (and to start one); then closed"
+    )
+    request_body_timeout: float = Field(
+        300.0, gt=0, description="seconds a client may take to send a request's body; then 408 and closed"
+    )
     models_cache_seconds: float = Field(300.0, ge=0)
     model_aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, CapsRow] = Field(default_factory=dict)
@@ -169,7 +219,7 @@ class Settings(BaseSettings):
         keys_from_config(self.client_keys)  # a secret_env that is not set fails here, at start-up
         return self
 
-    @field_validator("anthropic_api_key", "api_keys", mode="before")
+    @field_validator("anthropic_api_key", "api_keys", "forwarded_allow_ips", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -205,13 +255,44 @@ class Settings(BaseSettings):
         return ModelTable.with_overrides(self.models, self.model_aliases)
 
     def check_can_serve(self, stored_keys: bool = False) -> None:
-        """Refuse configurations that would expose Claude to anyone who can reach the port."""
+        """Refuse configurations that are unsafe to serve; ``serve`` and ``check-config`` both call this,
+        so what one refuses the other reports. ``stored_keys``: whether the key store holds any key."""
+        problems = [
+            problem
+            for problem in (self._open_to_all(stored_keys), self._simulating_in_public(), self._limits_per_process())
+            if problem
+        ]
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def _open_to_all(self, stored_keys: bool) -> str | None:
         if self.api_keys or self.client_keys or stored_keys or self.allow_anonymous or self.bind_is_loopback:
-            return
-        raise ConfigError(
+            return None
+        return (
             f"refusing to serve on {self.host}:{self.port} without client keys: anyone who can reach "
             "this address could spend your Anthropic credit. Set PROXY_API_KEYS=key1,key2 (or `api_keys:` "
             "in the config file), or opt in to anonymous access explicitly with PROXY_ALLOW_ANONYMOUS=true."
+        )
+
+    def _simulating_in_public(self) -> str | None:
+        # A missing secret (an empty ANTHROPIC_API_KEY) must not turn a public gateway into a simulator
+        # that answers 200 to everyone; on loopback it is the out-of-the-box demo mode.
+        if not self.simulating or self.simulate is True or self.bind_is_loopback:
+            return None
+        return (
+            f"refusing to serve on {self.host}:{self.port} from the built-in simulator: ANTHROPIC_API_KEY is "
+            "empty or unset, so every answer would be simulated, not Claude's. Set ANTHROPIC_API_KEY (or "
+            "`anthropic_api_key:` in the config file), or serve the simulator on purpose with PROXY_SIMULATE=true."
+        )
+
+    def _limits_per_process(self) -> str | None:
+        if self.workers == 1 or self.allow_per_process_limits or is_redis_url(self.store):
+            return None
+        return (
+            f"refusing to run {self.workers} workers on the SQLite key store {self.store}: each worker would "
+            f"enforce rpm, tpm and token budgets on its own, so a key could use {self.workers} times its budget. "
+            "Use PROXY_STORE=redis://host:6379/0 for limits shared by every worker and replica, or accept "
+            "per-process limits with PROXY_ALLOW_PER_PROCESS_LIMITS=true."
         )
 
 
@@ -228,9 +309,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             raise ConfigError(f"config file {path} must hold a mapping of settings")
         file_values = loaded or {}
     try:
-        settings = Settings(**file_values)
-        if overrides:
-            settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        settings = _with_overrides(Settings(**file_values), overrides)
         settings.model_table()  # validates the model rows now rather than on the first request
     except ValidationError as exc:
         problems = "; ".join(f"{_path(e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -238,6 +317,20 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     return settings
+
+
+def _with_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
+    """``settings`` with the command line's values, which win over the environment, validated like
+    every other source (``model_copy`` would not: ``--port 99999`` would reach the socket)."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    if not given:
+        return settings
+    # Assigned one by one, as a model with validate_assignment would: validating a whole new Settings
+    # would read the environment again, and it would win.
+    updated = settings.model_copy()
+    for name, value in given.items():
+        Settings.__pydantic_validator__.validate_assignment(updated, name, value)
+    return updated
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -12,6 +12,7 @@ shape: ``{"error": {"message", "type", "param", "code"}}``.
     ├── RateLimited                 429 rate_limit_error        (``Retry-After`` when known)
     ├── UpstreamError               502 server_error            (Anthropic failed in a way the client cannot fix)
     │   ├── UpstreamAuthFailed      502 upstream_authentication_error (the gateway's own key was refused)
+    │   ├── UpstreamRejected        502 server_error            (a reply over a bound, a redirect; not retried)
     │   ├── UpstreamOverloaded      503 overloaded_error
     │   ├── UpstreamUnavailable     503 server_error
     │   └── UpstreamTimeout         504 timeout_error
@@ -100,6 +101,14 @@ class UpstreamError(ProxyError):
 class UpstreamAuthFailed(UpstreamError):
     status = 502
     type = "upstream_authentication_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream's reply breaks a bound the gateway keeps (too large, compressed, a redirect).
+    Asking again would most likely get the same reply, so it is never retried."""
+
+    status = 502
+    type = "server_error"
 
 
 class UpstreamOverloaded(UpstreamError):

@@ -7,19 +7,29 @@ The event loop only formats a line and leaves it in a deque; a thread writes the
 stderr every 50 ms, in one write. A write to a pipe nobody drains (a stuck log collector) would
 otherwise block the loop and every request with it. The deque is bounded: when it is full, lines
 are dropped and counted, and the count is logged once the writer catches up.
+
+The waiting lines are written on every way out: at exit (``atexit``), and on SIGTERM, which would
+otherwise end the process before ``atexit`` runs. uvicorn catches SIGTERM while it serves, shuts
+down (logging as it goes), puts back the handler it found and raises the signal again; with
+Python's default handler that kills the process with the last lines still waiting. So every process
+that serves (``serve`` itself, each ``--workers`` process) installs :func:`flush_on_sigterm` before
+uvicorn takes the signal over, through :class:`UvicornConfig`.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import signal
 import sys
 import threading
 import time
 from collections import deque
+from types import FrameType
 from typing import Any, TextIO
 
 import orjson
+import uvicorn
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -129,6 +139,30 @@ def _stop_writer() -> None:
 
 
 atexit.register(_stop_writer)
+
+
+def flush_on_sigterm() -> None:
+    """Until something else handles SIGTERM, make it write the waiting lines before it kills."""
+    # Handlers belong to the main thread (a server run from a test's thread leaves them alone).
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _flush_then_terminate)
+
+
+def _flush_then_terminate(signum: int, frame: FrameType | None) -> None:
+    _stop_writer()
+    # Then die of the signal as before, so a supervisor still sees "terminated by SIGTERM".
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+class UvicornConfig(uvicorn.Config):
+    """uvicorn's Config. uvicorn calls ``configure_logging`` in each process it serves from (in
+    ``Config()`` and again in every ``--workers`` process) before it installs its signal handlers:
+    the one moment at which SIGTERM's handler, which uvicorn restores and re-raises, can be ours."""
+
+    def configure_logging(self) -> None:
+        super().configure_logging()
+        flush_on_sigterm()
 
 
 def setup(level: str = "info", fmt: str = "json") -> None:

@@ -4,21 +4,25 @@ Pure helpers for the route glue. `prepare_native` checks a body only as far as r
 JSON object naming a model), resolves the model alias and returns the bytes to forward: the rest
 of the body is the client's contract with the Messages API, judged upstream, so a native client
 gets every feature the API has, including ones this gateway does not translate. `message_usage`
-and `NativeUsage` read what a reply used, for metering. Errors on these routes belong in
+and `NativeUsage` read what a reply used, for metering (a usage whose counts are not
+non-negative integers is left unmetered and logged: the client still gets the upstream's bytes
+as they are). Errors on these routes belong in
 Anthropic's shape, which Anthropic SDKs parse (`anthropic_error`, `anthropic_error_event`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
-from proxy.errors import InvalidRequest, ProxyError
+from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.models import ModelTable
 from proxy.translate.messages import invalid_type, requested_model
 from proxy.translate.response import to_openai_usage
+from proxy.translate.stream import checked_usage
 
 __all__ = [
     "NativeRequest",
@@ -28,6 +32,8 @@ __all__ = [
     "message_usage",
     "prepare_native",
 ]
+
+log = logging.getLogger("proxy.native")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +63,18 @@ def prepare_native(body: Any, table: ModelTable, *, count_tokens: bool = False) 
 
 
 def message_usage(message: Any) -> dict[str, Any] | None:
-    """The Anthropic `usage` of a native (non-streamed) Message, if it has one."""
-    usage = message.get("usage") if isinstance(message, dict) else None
-    return usage if isinstance(usage, dict) else None
+    """The Anthropic `usage` of a native (non-streamed) Message, if it has one that can be counted."""
+    return _countable(message.get("usage") if isinstance(message, dict) else None)
+
+
+def _countable(usage: Any) -> dict[str, Any] | None:
+    if not isinstance(usage, dict):
+        return None
+    try:
+        return checked_usage(usage)
+    except UpstreamError as exc:  # metering never breaks a reply the client is reading
+        log.warning("native reply usage left unmetered: %s", exc.message)
+        return None
 
 
 class NativeUsage:
@@ -102,8 +117,8 @@ class NativeUsage:
             if usage is not None:
                 self._usage = dict(usage)
         elif kind == "message_delta":
-            usage = payload.get("usage")
-            if isinstance(usage, dict):
+            usage = _countable(payload.get("usage"))
+            if usage is not None:
                 current = self._usage if self._usage is not None else {}
                 current.update((key, value) for key, value in usage.items() if value is not None)
                 self._usage = current

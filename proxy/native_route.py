@@ -3,10 +3,16 @@
 The body goes upstream as the client wrote it (aliases resolved), through the same client keys,
 retries, key pool and metrics as chat completions; errors come back in Anthropic's shape, which
 Anthropic SDKs parse. Pure helpers live in ``proxy/native.py``.
+
+What a request takes (the key's reservation, the upstream response it opens) has one owner, as
+on the chat route (see ``proxy/chat.py``): released on every way out, by the stream's response
+when the request streams. ``count_tokens`` counts against the key's requests per minute like
+every request; it reserves and books no tokens (counting is free upstream).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,8 +22,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy import metrics
-from proxy.chat import answer_headers, note_usage, settle
+from proxy.chat import answer_headers, note_usage, owned, settle
 from proxy.disconnect import until_disconnect
 from proxy.errors import ProxyError, UpstreamAuthFailed
 from proxy.keys import estimate_tokens
@@ -45,50 +50,58 @@ async def native_count_tokens(request: Request) -> Response:
 
 
 async def _handle(request: Request, path: str, *, count_tokens: bool) -> Response:
+    async with contextlib.AsyncExitStack() as owner:
+        owner.push_async_callback(settle, request)  # last: after the usage is noted and the upstream closed
+        try:
+            response = await _forward(request, path, owner, count_tokens=count_tokens)
+        except ProxyError as exc:
+            response = _error_response(request, exc)
+        if isinstance(response, EventStreamResponse):
+            response.adopt(owner.pop_all())  # nothing can fail between here and the response's start
+        return response
+
+
+async def _forward(request: Request, path: str, owner: contextlib.AsyncExitStack, *, count_tokens: bool) -> Response:
     gateway: Gateway = request.app.state.gateway
     started = time.perf_counter()
-    try:
-        principal = await gateway.authenticate(request)
-        body = await gateway.read_json(request)
-        native = prepare_native(body, gateway.models, count_tokens=count_tokens)
-        request.state.model, request.state.stream = native.model, native.stream
-        gateway.keys.check_model(principal, native.model)
-        if not count_tokens:  # counting tokens is free upstream, so it spends nothing here either
-            request.state.admission = await gateway.keys.admit(principal, native.model, estimate_tokens(body))
-        headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
-        if native.stream:
-            opened = await until_disconnect(
-                request.receive, gateway.upstream.open_stream(path, native.payload, headers)
+    principal = await gateway.authenticate(request)
+    body = await gateway.read_json(request)
+    native = prepare_native(body, gateway.models, count_tokens=count_tokens)
+    request.state.model, request.state.stream = native.model, native.stream
+    gateway.keys.check_model(principal, native.model)
+    # Counting tokens is free upstream, so it reserves none here: it counts as one request only.
+    estimate = 0 if count_tokens else estimate_tokens(body)
+    request.state.admission = await gateway.keys.admit(principal, native.model, estimate)
+    headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
+    if native.stream:
+        opening = owned(owner, gateway.upstream.open_stream(path, native.payload, headers))
+        opened = await until_disconnect(request.receive, opening)
+        if isinstance(opened, UpstreamStream):
+            usage = NativeUsage()
+            owner.callback(lambda: note_usage(request, usage.openai_usage))
+            return EventStreamResponse(
+                _relay(opened, usage, request),
+                media_type="text/event-stream",
+                headers={
+                    "cache-control": "no-cache",
+                    "x-accel-buffering": "no",
+                    **answer_headers(opened, started),
+                    **_limit_headers(request),
+                },
             )
-            if isinstance(opened, UpstreamStream):
-                return EventStreamResponse(
-                    _relay(opened, request),
-                    media_type="text/event-stream",
-                    headers={
-                        "cache-control": "no-cache",
-                        "x-accel-buffering": "no",
-                        **answer_headers(opened, started),
-                        **_limit_headers(request),
-                    },
-                )
-            reply = opened
-        else:
-            reply = await until_disconnect(
-                request.receive, gateway.upstream.request("POST", path, native.payload, headers)
-            )
-    except ProxyError as exc:
-        request.state.error = exc.type
-        headers = {**_limit_headers(request), **exc.headers}
-        await settle(request)
-        return Response(
-            anthropic_error(exc), status_code=exc.status_code, headers=headers, media_type="application/json"
-        )
-    except BaseException:
-        await settle(request)
-        raise
-    response = _passthrough(request, reply, started, count_tokens=count_tokens)
-    await settle(request)
-    return response
+        reply = opened
+    else:
+        call = gateway.upstream.request("POST", path, native.payload, headers)
+        reply = await until_disconnect(request.receive, call)
+    return _passthrough(request, reply, started, count_tokens=count_tokens)
+
+
+def _error_response(request: Request, error: ProxyError) -> Response:
+    request.state.error = error.type
+    headers = {**_limit_headers(request), **error.headers}
+    return Response(
+        anthropic_error(error), status_code=error.status_code, headers=headers, media_type="application/json"
+    )
 
 
 def _limit_headers(request: Request) -> dict[str, str]:
@@ -114,11 +127,10 @@ def _passthrough(request: Request, reply: UpstreamReply, started: float, *, coun
     return Response(reply.body, status_code=reply.status, headers=headers)
 
 
-async def _relay(stream: UpstreamStream, request: Request) -> AsyncIterator[bytes]:
-    """Forward the upstream bytes unchanged, reading usage from the events on the way."""
-    decoder = SSEDecoder()
-    usage = NativeUsage()
-    metrics.STREAMS_OPEN.inc()
+async def _relay(stream: UpstreamStream, usage: NativeUsage, request: Request) -> AsyncIterator[bytes]:
+    """Forward the upstream bytes unchanged, reading usage from the events on the way. Closing
+    the upstream response and settling are the request owner's."""
+    decoder = SSEDecoder(stream.max_event_bytes)
     try:
         async for chunk in stream.iter_bytes():
             for event, data in decoder.feed(chunk):
@@ -128,8 +140,3 @@ async def _relay(stream: UpstreamStream, request: Request) -> AsyncIterator[byte
         log.warning("native upstream stream failed: %r", exc)
         request.state.error = exc.type
         yield anthropic_error_event(exc)
-    finally:
-        metrics.STREAMS_OPEN.dec()
-        note_usage(request, usage.openai_usage)
-        await settle(request)
-        await stream.aclose()

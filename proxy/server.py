@@ -25,9 +25,12 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
+from proxy.access import SERVER_ANSWERED
 from proxy.config import Settings
 from proxy.errors import InvalidRequest
 from proxy.lifecycle import LIFECYCLE
+from proxy.logs import UvicornConfig
+from proxy.native import anthropic_error
 
 log = logging.getLogger("proxy.server")
 
@@ -57,33 +60,75 @@ def _draining_handler(stop: Handler, loop: asyncio.AbstractEventLoop, drain_dela
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a request head that grows past ``max_head_bytes``.
+    """uvicorn's httptools protocol, bounding what a client may take to send its request: the head's
+    bytes (``max_head_bytes``), the head's time (``head_timeout``) and the body's time
+    (``body_timeout``). Module-level so that uvicorn can pickle it into ``--workers`` processes.
 
-    httptools keeps a header line it has not seen the end of in memory with no limit, so a client
-    sending one endless header would grow the worker without bound, and the 431 that
+    Bytes: httptools keeps a header line it has not seen the end of in memory with no limit, so a
+    client sending one endless header would grow the worker without bound, and the 431 that
     `proxy.access` gives an over-large *complete* head would never come. This counts the bytes of
     a head still being read and answers 431 (OpenAI-shaped) and closes once they pass the limit.
-
     The count is exact when a read holds only head bytes; a read in which a new pipelined message
-    begins is not counted, so the bound is the limit plus at most one read. Module-level so that
-    uvicorn can pickle it into ``--workers`` processes.
+    begins is not counted, so the bound is the limit plus at most one read.
+
+    Time: uvicorn bounds only the idle time *between* requests (its keep-alive timeout, which any
+    byte resets), so a client trickling a head or a body a byte at a time held its connection
+    forever. The head clock starts when the connection opens, and when a later request's first
+    byte arrives; the body clock when the head is complete. A head that runs out of time is
+    answered 408 and closed; a body that does gets a 408 in the dialect of its route unless an
+    answer has already begun, and is closed. Either clock is only the client's fault while the
+    server is reading: when the server itself holds the connection back (an earlier pipelined
+    answer still going, or reading paused because the app has not taken the body yet), the clock
+    starts again instead.
     """
 
-    def __init__(self, *args: Any, max_head_bytes: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_head_bytes: int, head_timeout: float = 30.0, body_timeout: float = 300.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_head_bytes = max_head_bytes
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
         self._in_head = False
         self._heads_begun = 0
         self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    # --- uvicorn's callbacks, extended ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+        super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._heads_begun += 1
+        if self._head_timer is None:  # a later request on a kept-alive connection
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().on_headers_complete()
+        # Stopped again at once by on_message_complete when the request has no body.
+        self._body_timer = self.loop.call_later(self.body_timeout, self._body_overdue)
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
 
     def data_received(self, data: bytes) -> None:
         heads_before = self._heads_begun
@@ -96,31 +141,98 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if self._head_bytes > self.max_head_bytes:
             self._refuse_head()
 
+    # --- refusals ------------------------------------------------------------------------------
+
+    def _answering(self) -> bool:
+        """Whether a response is on the wire or queued, so that nothing else may be written."""
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _refuse_head(self) -> None:
-        if self.cycle is None or self.cycle.response_complete:
-            # Nothing else is on the wire, so the client can be told why.
+        if not self._answering():  # nothing else is on the wire, so the client can be told why
             error = InvalidRequest(
                 f"The request headers are larger than this gateway accepts ({self.max_head_bytes} bytes).", status=431
             )
-            body = error.to_json()
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                b"content-type: application/json\r\n"
-                b"content-length: " + str(len(body)).encode() + b"\r\n"
-                b"connection: close\r\n\r\n" + body
-            )
+            self._write_answer(b"431 Request Header Fields Too Large", error.to_json())
         self.transport.close()
+
+    def _head_overdue(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused or self._answering():  # the server is busy, not the client slow
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+            return
+        log.info("closed a connection from %s: no request head within %gs", _peer(self.client), self.head_timeout)
+        error = InvalidRequest(
+            f"The request headers were not received within {self.head_timeout:g} seconds.",
+            status=408,
+            code="request_timeout",
+        )
+        self._write_answer(b"408 Request Timeout", error.to_json())
+        self.transport.close()
+
+    def _body_overdue(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused or self.pipeline:  # held back by the server, or queued behind an answer
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_overdue)
+            return
+        cycle = self.cycle
+        log.info(
+            "closed a connection from %s: request body not received within %gs", _peer(self.client), self.body_timeout
+        )
+        if not cycle.response_started:
+            # The app may still be waiting for the body: its answer is dropped (it sees the client
+            # gone) and the access line records what the client was told instead.
+            error = InvalidRequest(
+                f"The request body was not received within {self.body_timeout:g} seconds.",
+                status=408,
+                code="request_timeout",
+            )
+            body = anthropic_error(error) if _is_native(cycle.scope["path"]) else error.to_json()
+            cycle.scope["state"][SERVER_ANSWERED] = (408, "request_timeout")
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._write_answer(b"408 Request Timeout", body)
+        self.transport.close()
+
+    def _write_answer(self, status: bytes, body: bytes) -> None:
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\n"
+            b"content-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n"
+            b"connection: close\r\n\r\n" + body
+        )
+
+
+def _is_native(path: str) -> bool:
+    """Whether the route speaks Anthropic's dialect (its errors are Anthropic-shaped)."""
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "a unix socket"
 
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
+    return UvicornConfig(  # uvicorn's, making SIGTERM flush the log lines in every process: see proxy.logs
         "proxy.__main__:app_factory",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http=functools.partial(BoundedHeadProtocol, max_head_bytes=settings.max_header_bytes),  # type: ignore[arg-type]
+        http=functools.partial(  # type: ignore[arg-type]
+            BoundedHeadProtocol,
+            max_head_bytes=settings.max_header_bytes,
+            head_timeout=settings.request_head_timeout,
+            body_timeout=settings.request_body_timeout,
+        ),
+        # X-Forwarded-For is believed only from the proxies named (FORWARDED_ALLOW_IPS); uvicorn's own
+        # default, when given nothing, would believe any local process.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=None,  # logging is ours: proxy.logs routes uvicorn's loggers through the JSON handler
         log_level=settings.log_level,
         access_log=False,  # proxy.access writes one structured line per request instead

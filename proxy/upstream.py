@@ -8,6 +8,16 @@ retries. The rest of the gateway sees two calls:
 
 Transport failures never leave this module as httpx exceptions: ``_TRANSPORT_ERRORS`` maps them
 to the gateway's own errors (see ``proxy/errors.py``), in the manner of httpx's own exception map.
+
+What comes back is held to the gateway's bounds before anyone else sees it (``_open`` and
+``UpstreamStream``): redirects are never followed (a 3xx is a 502: following one would send the key
+and the prompt to another host), bodies are asked for and accepted only uncompressed (so their size
+on the wire is their size in memory), a body is read up to ``upstream.max_response_bytes`` and one
+stream event buffered up to ``upstream.max_event_bytes``; past a bound the reply is
+``UpstreamRejected`` (502, not retried) and its connection closed. Retry hints are made sane once,
+by the one parser (``retry_after_seconds``), and every byte and every transport error's text goes
+through a ``Scrubber`` that removes the gateway's upstream keys (and, from transport errors, the
+upstream's address), so no route or translator downstream can relay them.
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import logging
 import math
 import os
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -37,12 +48,23 @@ from proxy.errors import (
     ServiceUnavailable,
     UpstreamAuthFailed,
     UpstreamError,
+    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from proxy.keypool import KeyPool, NoKeyAvailable, UpstreamKey
-from proxy.sse import SSEDecoder
-from proxy.translate.errors import status_of_error_event
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from proxy.translate.errors import retry_after_seconds, status_of_error_event
+
+__all__ = [
+    "InProcessTransport",
+    "Scrubber",
+    "Upstream",
+    "UpstreamReply",
+    "UpstreamStream",
+    "map_transport_error",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger("proxy.upstream")
 
@@ -51,6 +73,8 @@ _R = TypeVar("_R", bound="UpstreamReply | UpstreamStream")
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 529})
 # An error body is read only to tell the client what went wrong; cap it so a huge HTML page cannot.
 MAX_ERROR_BODY = 64 * 1024
+# The upstream's request id is passed on to clients and logs; anything else is dropped.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 httpx2: Any
 try:  # the optional `httpx2` transport (pip install 'claude-proxy[httpx2]'): httpx's API, its own classes
@@ -87,17 +111,30 @@ _TRANSPORT_ERRORS: ErrorMap = (
 _TRANSPORT_EXCEPTIONS = tuple(exc_type for exc_type, _ in _TRANSPORT_ERRORS)
 
 
-def map_transport_error(exc: BaseException) -> ProxyError:
+def map_transport_error(exc: BaseException, scrubber: Scrubber | None = None) -> ProxyError:
+    """The gateway's error for a transport exception. The client's message says what failed, never
+    where (``scrubber`` takes out the upstream's address and keys); the log has the whole text."""
     for exc_type, make in _TRANSPORT_ERRORS:
         if isinstance(exc, exc_type):
-            log.warning("upstream transport error: %s: %s", type(exc).__name__, exc)
-            return make("" if exc_type is TimeoutError else _client_detail(exc))
+            text = scrubber.secrets(str(exc)) if scrubber else str(exc)
+            log.warning("upstream transport error: %s: %s", type(exc).__name__, text)
+            if exc_type is TimeoutError:
+                return make("")
+            detail = _client_detail(exc)
+            return make(scrubber.text(detail) if scrubber else detail)
     raise exc
+
+
+# aiohttp's parser errors quote the offending bytes (``... when reading: b'aaaa...'``): upstream
+# data, of no use to a client.
+_QUOTED_BYTES = re.compile(r":\s*b['\"].*", re.DOTALL)
+_MAX_DETAIL = 200
 
 
 def _client_detail(exc: BaseException) -> str:
     """What went wrong, for the client, without the upstream's host and port (the log has them):
-    aiohttp's connect errors read ``Cannot connect to host 10.0.3.7:443 ssl:default [...]``."""
+    aiohttp's connect errors read ``Cannot connect to host 10.0.3.7:443 ssl:default [...]``, its
+    response errors end in ``url='http://10.0.3.7:443/v1/messages'``."""
     cause: BaseException | None = exc
     for _ in range(5):  # httpx wraps the socket's OSError in its own errors
         if cause is None:
@@ -108,7 +145,108 @@ def _client_detail(exc: BaseException) -> str:
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection failed"
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientResponseError):  # e.g. a header too large, too many headers
+        detail = _QUOTED_BYTES.sub("", exc.message).rstrip(". ") or "malformed response"
+    else:
+        detail = str(exc) or type(exc).__name__
+    return detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 1] + "…"
+
+
+_REDACTED = "[redacted]"
+# Anything address-like left in a transport error's text: a URL, an IPv4 address (and port).
+_ADDRESS = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b", re.IGNORECASE)
+# A secret shorter than this is not a real key, and scrubbing it would mangle ordinary text.
+_MIN_SECRET = 8
+
+
+class Scrubber:
+    """Takes the gateway's upstream keys out of what the upstream says, and its address out of
+    transport errors.
+
+    The one mechanism for every upstream-derived message: the upstream's bytes are scrubbed where
+    they enter (every body, every stream chunk: error replies, HTML pages, the first and any later
+    stream ``error`` event, what the native routes relay unchanged), so whatever maps or relays
+    them next cannot show a key, even when a 400, a 403, a 5xx page or an error event quotes it."""
+
+    def __init__(self, secrets: Iterable[str], base_url: str = "") -> None:
+        # Longest first, so that a key that contains another is replaced whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+        self._secret_bytes = [s.encode() for s in self._secrets]
+        url = yarl.URL(base_url) if base_url else None
+        self._places: list[str] = []
+        if url is not None and url.host:
+            # The base URL, then host:port, then the host: the longest form first.
+            self._places = [base_url.rstrip("/"), f"{url.host}:{url.port}", url.host]
+
+    def scrub(self, data: bytes) -> bytes:
+        """``data`` (a whole body) without the keys."""
+        for secret in self._secret_bytes:
+            if secret in data:
+                data = data.replace(secret, _REDACTED.encode())
+        return data
+
+    def secrets(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    def text(self, text: str) -> str:
+        """A transport error's text for a client: no key, no upstream address."""
+        text = self.secrets(text)
+        for place in self._places:
+            text = text.replace(place, "the upstream")
+        return _ADDRESS.sub("the upstream", text)
+
+    def stream(self) -> StreamScrubber:
+        return StreamScrubber(self._secret_bytes)
+
+
+class StreamScrubber:
+    """`Scrubber.scrub` over a body that arrives in chunks: a key cut by a chunk boundary is still
+    found. The end of a chunk that could be the start of a key is held back until the next chunk
+    (or the end); a chunk ending an SSE event ends in a blank line, so no event is delayed."""
+
+    __slots__ = ("_held", "_secrets")
+
+    def __init__(self, secrets: list[bytes]) -> None:
+        self._secrets = secrets
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._secrets:
+            return chunk
+        data = self._held + chunk if self._held else chunk
+        for secret in self._secrets:
+            if secret in data:
+                data = data.replace(secret, _REDACTED.encode())
+        keep = max(_key_start_at_end(data, secret) for secret in self._secrets)
+        if keep:
+            data, self._held = data[:-keep], data[-keep:]
+        else:
+            self._held = b""
+        return data
+
+    def flush(self) -> bytes:
+        held, self._held = self._held, b""
+        return held
+
+
+def _key_start_at_end(data: bytes, secret: bytes) -> int:
+    """The length of the longest end of ``data`` that is a (proper) start of ``secret``."""
+    start = max(0, len(data) - len(secret) + 1)
+    first = secret[:1]
+    while (start := data.find(first, start)) != -1:
+        if secret.startswith(data[start:]):
+            return len(data) - start
+        start += 1
+    return 0
+
+
+def _safe_request_id(headers: Mapping[str, str]) -> str | None:
+    """The upstream's ``request-id`` if it looks like one; it goes into response headers and logs,
+    where a non-latin-1 or overlong value would fail (or forge) them."""
+    value = headers.get("request-id")
+    return value if value is not None and _REQUEST_ID.fullmatch(value) else None
 
 
 @dataclass(slots=True)
@@ -121,27 +259,35 @@ class UpstreamReply:
 
     @property
     def request_id(self) -> str | None:
-        return self.headers.get("request-id")
+        return _safe_request_id(self.headers)
 
 
 @dataclass(slots=True)
 class UpstreamStream:
-    """An open upstream response whose body has not been read yet; close it when done."""
+    """An open upstream response whose body has not been read yet; close it when done.
+
+    Every chunk read is scrubbed of the upstream keys on the way in (``Scrubber``), so that
+    ``iter_bytes``, ``read`` and ``first_event`` hand on only scrubbed bytes. A relay decodes the
+    events with ``SSEDecoder(stream.max_event_bytes)``."""
 
     status: int
     headers: Mapping[str, str]
     _chunks: AsyncIterator[bytes]
     _close: Callable[[], Awaitable[None]]
     _idle_timeout: float
+    _scrubber: Scrubber = field(default_factory=lambda: Scrubber(()))
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     _on_close: Callable[[], None] | None = None
     _prefix: list[bytes] = field(default_factory=list)
     elapsed: float = 0.0
     attempts: int = 1
     _closed: bool = False
+    _ended: bool = False
+    _scrubbing: StreamScrubber | None = None
 
     @property
     def request_id(self) -> str | None:
-        return self.headers.get("request-id")
+        return _safe_request_id(self.headers)
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """Body chunks as they arrive; a read that stalls longer than the idle timeout fails."""
@@ -151,6 +297,7 @@ class UpstreamStream:
             yield chunk
 
     async def read(self, limit: int | None = None) -> bytes:
+        """The body, or its first ``limit`` bytes or so (an error body's excerpt)."""
         parts: list[bytes] = []
         size = 0
         async for chunk in self.iter_bytes():
@@ -160,9 +307,24 @@ class UpstreamStream:
                 break
         return b"".join(parts)
 
+    async def read_whole(self, max_bytes: int) -> bytes:
+        """The whole body; one over ``max_bytes`` (declared or read) is ``UpstreamRejected``, and
+        the caller's close then drops the connection rather than read the rest."""
+        declared = self.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+            raise _too_large(max_bytes)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.iter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            parts.append(chunk)
+        return b"".join(parts)
+
     async def first_event(self, limit: int = MAX_ERROR_BODY) -> tuple[str, bytes] | None:
         """Read up to the first complete SSE event, keeping the bytes read for ``iter_bytes``."""
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self.max_event_bytes)
         size = 0
         while size < limit and (chunk := await self._next_chunk()) is not None:
             self._prefix.append(chunk)
@@ -173,13 +335,29 @@ class UpstreamStream:
         return None
 
     async def _next_chunk(self) -> bytes | None:
+        """The next scrubbed chunk, None at the end of the body."""
+        if self._ended:
+            return None
+        if self._scrubbing is None:
+            self._scrubbing = self._scrubber.stream()
+        while True:
+            chunk = await self._read_raw()
+            if chunk is None:
+                self._ended = True
+                return self._scrubbing.flush() or None
+            scrubbed = self._scrubbing.feed(chunk)
+            if scrubbed:
+                return scrubbed
+            # All of it held back (it may be the start of a key): read on.
+
+    async def _read_raw(self) -> bytes | None:
         try:
             async with asyncio.timeout(self._idle_timeout):
                 return await anext(self._chunks)
         except StopAsyncIteration:
             return None
         except _TRANSPORT_EXCEPTIONS as exc:
-            raise map_transport_error(exc) from exc
+            raise map_transport_error(exc, self._scrubber) from exc
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -189,6 +367,12 @@ class UpstreamStream:
             finally:
                 if self._on_close:
                     self._on_close()
+
+
+def _too_large(max_bytes: int) -> UpstreamRejected:
+    refusal = UpstreamRejected(f"the upstream API's reply is over upstream.max_response_bytes ({max_bytes} bytes)")
+    log.warning("upstream reply refused: %s", refusal.message)
+    return refusal
 
 
 class _Retry(Exception):
@@ -221,6 +405,7 @@ class Upstream:
         configured = [UpstreamKey(k.secret(), k.weight) for k in settings.anthropic_api_key]
         # The simulator needs no key; it still gets one so every request looks like a real one.
         self.keys = KeyPool(configured or [UpstreamKey("simulator-key", label="simulator")], clock=clock)
+        self.scrubber = Scrubber([k.secret for k in configured], settings.anthropic_base_url)
         self.in_flight = 0
         self._sleep = sleep or asyncio.sleep
         self._clock = clock
@@ -246,7 +431,9 @@ class Upstream:
         async def attempt(key: UpstreamKey) -> UpstreamReply:
             stream = await self._open(method, path, body, key, headers)
             try:
-                payload = await stream.read()
+                payload = await stream.read_whole(self.config.max_response_bytes)
+            except UpstreamRejected:
+                raise  # the same request would get the same reply: not retried
             except ProxyError as exc:
                 raise _Retry(exc) from exc
             finally:
@@ -273,6 +460,9 @@ class Upstream:
                     reply = UpstreamReply(_status_of_event(first[1]), stream.headers, first[1])
                 else:
                     reply = UpstreamReply(stream.status, stream.headers, await stream.read(MAX_ERROR_BODY))
+            except UpstreamRejected:
+                await stream.aclose()
+                raise
             except ProxyError as exc:
                 await stream.aclose()
                 raise _Retry(exc) from exc
@@ -314,8 +504,36 @@ class Upstream:
             async with asyncio.timeout(self.config.first_byte_timeout):
                 status, response_headers, chunks, close = await self._backend.open(method, path, body, sent)
         except _TRANSPORT_EXCEPTIONS as exc:
-            raise _Retry(map_transport_error(exc)) from exc
-        return UpstreamStream(status, response_headers, chunks, close, self.config.idle_timeout)
+            raise _Retry(map_transport_error(exc, self.scrubber)) from exc
+        refusal = _refusal(status, response_headers)
+        if refusal is not None:
+            await close()  # unread: the connection is dropped, not reused
+            log.warning("upstream reply refused: %s", self.scrubber.secrets(refusal.message))
+            raise refusal
+        return UpstreamStream(
+            status,
+            self._sane_retry_hints(response_headers),
+            chunks,
+            close,
+            self.config.idle_timeout,
+            self.scrubber,
+            self.config.max_event_bytes,
+        )
+
+    def _sane_retry_hints(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """``headers`` with their retry hints, if any, rewritten by the one parser: finite, at most
+        ``max_retry_hint``, in seconds and milliseconds. Whoever reads them next (the retry waits,
+        the key pool, the client's Retry-After, the native routes' passthrough) sees sane values."""
+        if "retry-after" not in headers and "retry-after-ms" not in headers:
+            return headers
+        hint = retry_after_seconds(headers, limit=self.config.max_retry_hint)
+        sane = httpx.Headers(headers)
+        for name in ("retry-after", "retry-after-ms"):
+            sane.pop(name, None)
+        if hint is not None:
+            sane["retry-after"] = str(math.ceil(hint))
+            sane["retry-after-ms"] = str(round(hint * 1000))
+        return sane
 
     def _judge(self, reply: UpstreamReply, key: UpstreamKey) -> UpstreamReply:
         """Decide what an error reply means for the key pool and whether to try again."""
@@ -324,7 +542,7 @@ class Upstream:
         should_retry = reply.headers.get("x-should-retry")
         if should_retry == "false":
             return reply
-        hinted = retry_after_seconds(reply.headers)
+        hinted = retry_after_seconds(reply.headers, limit=self.config.max_retry_hint)
         if reply.status == 401:
             self.keys.disable(key)
             if self.keys.any_enabled():
@@ -437,6 +655,8 @@ class _Slot:
 
 
 Opened = tuple[int, Mapping[str, str], AsyncIterator[bytes], Callable[[], Awaitable[None]]]
+# Request headers every backend sends: bodies uncompressed, so that their size is known as they arrive.
+UNENCODED = {"accept-encoding": "identity", "content-type": "application/json"}
 
 
 class _Backend(Protocol):
@@ -455,7 +675,7 @@ class _AiohttpBackend:
     def __init__(self, settings: Settings) -> None:
         up = settings.upstream
         self._base = settings.anthropic_base_url.rstrip("/")
-        self._default_headers = {"anthropic-version": settings.anthropic_version, "content-type": "application/json"}
+        self._default_headers = {**UNENCODED, "anthropic-version": settings.anthropic_version}
         self._limit = up.max_in_flight
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=up.connect_timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -469,7 +689,10 @@ class _AiohttpBackend:
                 connector=connector,
                 timeout=self._timeout,
                 headers=self._default_headers,
-                auto_decompress=True,
+                # Bodies are asked for uncompressed (UNENCODED) and an encoded one is refused, so
+                # nothing decompresses a small body into a huge one. aiohttp's own header bounds
+                # (max_line_size, max_field_size, max_headers) stay at their defaults.
+                auto_decompress=False,
                 # One upstream session serves every client: cookies the upstream sets (a load
                 # balancer's, say) must not be kept and replayed for everyone. Not keeping a jar also
                 # saves a quarter of aiohttp's time per request.
@@ -486,7 +709,10 @@ class _AiohttpBackend:
         return url
 
     async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Opened:
-        response = await self._client().request(method, self._url(path), data=body, headers=headers)
+        # Never follow a redirect: it would re-send the key and the prompt to another host.
+        response = await self._client().request(
+            method, self._url(path), data=body, headers=headers, allow_redirects=False
+        )
 
         async def close() -> None:
             # A body read to its end returns the connection to the pool; a partial one must not be reused.
@@ -517,12 +743,14 @@ class _HttpxBackend:
             # Reads are bounded by our own first-byte and idle timeouts, which httpx cannot tell apart.
             timeout=module.Timeout(connect=up.connect_timeout, read=None, write=up.idle_timeout, pool=None),
             limits=limits,
-            headers={"anthropic-version": settings.anthropic_version, "content-type": "application/json"},
+            headers={**UNENCODED, "anthropic-version": settings.anthropic_version},
+            follow_redirects=False,  # a redirect would re-send the key and the prompt to another host
         )
 
     async def open(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Opened:
         request = self._client.build_request(method, path, content=body, headers=headers)
-        response = await self._client.send(request, stream=True)
+        response = await self._client.send(request, stream=True, follow_redirects=False)
+        # An encoded body is refused before it is read (`_refusal`), so no decoder ever runs here.
         return response.status_code, response.headers, response.aiter_bytes(), response.aclose
 
     async def aclose(self) -> None:
@@ -555,20 +783,17 @@ def _status_of_event(data: bytes) -> int:
     return status_of_error_event(parsed) if isinstance(parsed, dict) else 500
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds the upstream asked us to wait, from ``retry-after-ms`` or ``retry-after``."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(0.0, float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            return None
+def _refusal(status: int, headers: Mapping[str, str]) -> UpstreamRejected | None:
+    """Why a reply is refused as it opens, if it is: a redirect (following it would send the key
+    and the prompt to wherever it points, and serve that host's answer as Claude's), or a body
+    encoded although the gateway asked for none (its decoded size would be unbounded)."""
+    if 300 <= status < 400:
+        return UpstreamRejected(f"the upstream API answered with a redirect (HTTP {status}), which is not followed")
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return UpstreamRejected(
+            f"the upstream API sent a {encoding[:20]}-encoded body; the gateway accepts only uncompressed ones"
+        )
     return None
 
 
@@ -619,7 +844,7 @@ class InProcessTransport(httpx.AsyncBaseTransport):
         if not isinstance(start, dict) or start.get("type") != "http.response.start":
             task.cancel()
             raise httpx.RemoteProtocolError("in-process app ended without a response", request=request)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])]
+        headers = [(bytes(k), bytes(v)) for k, v in start.get("headers", [])]  # as sent: httpx decodes them
         stream = _QueueStream(messages, task, disconnected, request)
         return httpx.Response(start["status"], headers=headers, stream=stream, request=request)
 

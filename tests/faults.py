@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import re
 import socket
 import struct
+import termios
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from proxy.config import Settings
 from proxy.server import uvicorn_config as server_config
 from proxy.upstream import InProcessTransport
 from tests.anthropic_schema import assert_valid_messages_request
+from tests.polling import eventually_async
 from tests.servers import free_port
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-4f9a2c7e81"
@@ -170,6 +173,23 @@ class Conn:
             if delay:
                 await asyncio.sleep(delay)
 
+    async def delivered(self, within: float = 10.0) -> None:
+        """Wait until everything sent has reached the peer: nothing left in the transport's buffer,
+        and nothing in the kernel's send queue that the peer has not acknowledged (SIOCOUTQ). A
+        reset sent after this cannot overtake the bytes, which are in the peer's receive queue."""
+        sock = self.writer.get_extra_info("socket")
+
+        def unacknowledged() -> int:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+            return int(struct.unpack("i", queued)[0])
+
+        await eventually_async(
+            lambda: self.writer.transport.get_write_buffer_size() == 0 and unacknowledged() == 0,
+            within=within,
+            every=0.002,
+            what="the bytes sent were acknowledged by the gateway",
+        )
+
     def reset(self) -> None:
         """Drop the connection with a TCP RST (SO_LINGER 0), as a crashed peer or a middlebox does."""
         sock = self.writer.get_extra_info("socket")
@@ -184,10 +204,14 @@ class Conn:
         self.closed = True
 
     async def hold(self, seconds: float = 10.0) -> None:
-        """Send nothing more until the peer closes the connection (counted) or `seconds` pass."""
-        with contextlib.suppress(TimeoutError, ConnectionError):
+        """Send nothing more until the peer closes the connection (counted) or `seconds` pass. A
+        peer that closes while bytes it never read are waiting resets the connection: closed too."""
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                while await self.reader.read(65536):
+                try:
+                    while await self.reader.read(65536):
+                        pass
+                except ConnectionError:
                     pass
                 self.upstream.closed_by_peer += 1
         self.close()
@@ -484,10 +508,13 @@ async def serve_gateway(
     port = free_port()
     server = uvicorn.Server(uvicorn_config(app, port, settings))
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    def started() -> bool:
         if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
+            task.result()  # it failed to start: raise why
+        return bool(server.started)
+
+    await eventually_async(started, within=30.0, every=0.005, what="the gateway started")
     try:
         yield Served(f"http://127.0.0.1:{port}", server)
     finally:
@@ -546,8 +573,9 @@ class Resources:
         return cls(len(asyncio.all_tasks()), open_fds())
 
 
-async def settled(baseline: Resources, *, fd_slack: int = 2, task_slack: int = 0, wait: float = 2.0) -> Resources:
-    """Wait (briefly) for closes in flight to land, then the current counts; asserts nothing."""
+async def settled(baseline: Resources, *, fd_slack: int = 2, task_slack: int = 0, wait: float = 15.0) -> Resources:
+    """Wait for closes in flight to land (polling, up to ``wait`` seconds: a loaded machine may take
+    a while to run the last callbacks), then the current counts; asserts nothing."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     current = Resources.now()
@@ -557,6 +585,14 @@ async def settled(baseline: Resources, *, fd_slack: int = 2, task_slack: int = 0
             break
         await asyncio.sleep(0.02)
     return current
+
+
+async def assert_settled(baseline: Resources, *, fd_slack: int = 2, within: float = 15.0) -> None:
+    """Tasks back at ``baseline`` and descriptors within ``fd_slack`` of it, polled until ``within``
+    seconds have passed; only a count still above its baseline then is a leak."""
+    after = await settled(baseline, fd_slack=fd_slack, wait=within)
+    assert after.tasks <= baseline.tasks, f"asyncio tasks leaked: {baseline.tasks} -> {after.tasks}"
+    assert after.fds <= baseline.fds + fd_slack, f"file descriptors leaked: {baseline.fds} -> {after.fds}"
 
 
 def data_lines(raw: bytes) -> list[bytes]:

@@ -33,7 +33,7 @@ async def eventually_async(
         if isinstance(answer, Awaitable):
             answer = await answer
         if answer:
-            return answer  # type: ignore[return-value]
+            return answer
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within}s: {what or probe!r} (last: {answer!r})")
         await asyncio.sleep(every)

@@ -13,6 +13,7 @@ import respx
 
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, load_settings
+from proxy.keys.model import hash_secret
 from tests.anthropic_schema import assert_valid_messages_request
 
 UPSTREAM = "https://upstream.test"
@@ -348,11 +349,68 @@ async def test_models_lists_upstream_models_and_aliases(client: httpx.AsyncClien
     assert_openai_error(await client.get("/v1/models/nope"), 404)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b'"models"',
+        b"{not json",
+        b"{}",
+        b'{"data": "claude-sonnet-4-5"}',
+        b'{"data": {"id": "claude-sonnet-4-5"}}',
+        b'{"data": [1, 2]}',
+        b'{"data": [{"id": 5}]}',
+        b'{"data": [{"id": ["claude"]}]}',
+        b'{"data": [{"id": 123456789012345678901234567890}]}',
+        b'{"data": [{"display_name": "no id"}]}',
+    ],
+    ids=[
+        "list",
+        "string",
+        "invalid-json",
+        "no-data",
+        "data-string",
+        "data-object",
+        "entries-numbers",
+        "id-number",
+        "id-list",
+        "id-huge-number",
+        "entry-without-id",
+    ],
+)
+async def test_a_malformed_upstream_model_list_is_a_502_on_both_model_routes(
+    client: httpx.AsyncClient, mock: respx.MockRouter, body: bytes
+) -> None:
+    mock.get("/v1/models").respond(200, content=body, headers={"content-type": "application/json"})
+    error = assert_openai_error(await client.get("/v1/models"), 502)
+    assert "model list" in error["message"]
+    assert_openai_error(await client.get("/v1/models/claude-sonnet-4-5"), 502)
+
+
+async def test_count_tokens_counts_against_the_keys_requests_per_minute(mock: respx.MockRouter) -> None:
+    secret = "sk-counted-0123456789abcdef"
+    config = settings(client_keys=[{"name": "counted", "sha256": hash_secret(secret), "rpm": 2}])
+    mock.post("/v1/messages/count_tokens").respond(200, json={"input_tokens": 5})
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}]}
+    async with app_client(config, mock) as c:
+        headers = {"authorization": f"Bearer {secret}"}
+        answers = [await c.post("/v1/messages/count_tokens", json=body, headers=headers) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].json()["error"]["type"] == "rate_limit_error"  # Anthropic's shape on the native route
+    assert "retry-after" in answers[2].headers
+
+
+async def test_a_negative_usage_count_in_a_message_is_a_502(client: httpx.AsyncClient, mock: respx.MockRouter) -> None:
+    mock.post("/v1/messages").respond(200, json={**MESSAGE, "usage": {"input_tokens": 3, "output_tokens": -4}})
+    error = assert_openai_error(await client.post("/v1/chat/completions", json=CHAT), 502)
+    assert "usage.output_tokens" in error["message"]
+
+
 def test_non_loopback_bind_without_keys_refuses_to_start() -> None:
     config = load_settings(host="0.0.0.0", api_keys=[], allow_anonymous=False)
     with pytest.raises(ConfigError, match="PROXY_API_KEYS"):
         config.check_can_serve()
-    load_settings(host="0.0.0.0", allow_anonymous=True).check_can_serve()
+    load_settings(host="0.0.0.0", allow_anonymous=True, simulate=True).check_can_serve()
     load_settings(host="127.0.0.1").check_can_serve()
 
 

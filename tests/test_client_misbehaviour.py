@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pickle
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 import orjson
 import pytest
 
+from proxy.server import uvicorn_config as server_config
 from proxy.upstream import InProcessTransport
 from tests.faults import (
     BLOCK_START,
@@ -34,6 +36,7 @@ from tests.faults import (
     Served,
     assert_openai_error_body,
     chat_request,
+    gateway_settings,
     http_response,
     message,
     message_start,
@@ -410,3 +413,130 @@ async def test_the_gateway_still_serves_after_every_misbehaviour_above() -> None
         async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH, timeout=5) as client:
             response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 200
+
+
+# --- slow clients ------------------------------------------------------------------------------
+
+SLOW = {"request_head_timeout": 0.5, "request_body_timeout": 0.5}
+
+
+async def trickle(
+    gateway: Served, start: bytes, drip: bytes = b"a", *, every: float = 0.05, within: float = 5.0
+) -> bytes | None:
+    """Sends `start`, then `drip` every `every` seconds while nothing comes back. Returns all that
+    came back once the gateway closed the connection, or None if it was still open after `within`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    reader, writer = await asyncio.open_connection(*gateway.address)
+    received = b""
+    try:
+        writer.write(start)
+        while loop.time() < deadline:
+            try:
+                data = await asyncio.wait_for(reader.read(65536), every)
+            except TimeoutError:
+                with contextlib.suppress(ConnectionError):
+                    writer.write(drip)
+                    await writer.drain()
+                continue
+            except ConnectionError:
+                return received
+            if not data:
+                return received
+            received += data
+        return None
+    finally:
+        writer.close()
+
+
+def head_of(raw: bytes) -> bytes:
+    return raw[: raw.index(b"\r\n\r\n") + 4]
+
+
+async def test_request_heads_trickled_a_byte_at_a_time_are_answered_408_and_closed() -> None:
+    echo = EchoUpstream()
+    async with serve_gateway(transport=InProcessTransport(echo), **SLOW) as gateway:
+        start = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\nx-padding: "
+        answers = await asyncio.gather(*(trickle(gateway, start) for _ in range(20)))
+        async with httpx.AsyncClient(base_url=gateway.url, headers=AUTH, timeout=5) as client:
+            assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+    assert None not in answers, "a trickled head held its connection open"
+    for answer in answers:
+        assert answer is not None and answer.startswith(b"HTTP/1.1 408 ")
+        error = assert_openai_error_body(orjson.loads(answer[answer.index(b"\r\n\r\n") + 4 :]))
+        assert error["code"] == "request_timeout"
+    assert echo.requests == 1
+
+
+async def test_a_connection_that_never_sends_a_request_is_closed() -> None:
+    async with serve_gateway(transport=InProcessTransport(EchoUpstream()), **SLOW) as gateway:
+        reader, writer = await asyncio.open_connection(*gateway.address)
+        try:
+            answer = await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"], ids=["openai", "native"])
+async def test_a_request_body_trickled_a_byte_at_a_time_gets_a_408_and_the_connection_closed(
+    caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    caplog.set_level(logging.INFO)
+    echo = EchoUpstream()
+    async with serve_gateway(transport=InProcessTransport(echo), **SLOW) as gateway:
+        whole = chat_request(CHAT if path.endswith("completions") else NATIVE, path=path)
+        start = head_of(whole).replace(b"content-length: ", b"content-length: 9") + b'{"model": '
+        answer = await trickle(gateway, start, b" ")  # JSON whitespace, forever
+        assert await wait_for(lambda: len(access_lines(caplog, path)) == 1)
+    assert answer is not None, "a trickled body held its connection open"
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    body = orjson.loads(answer[answer.index(b"\r\n\r\n") + 4 :])
+    if path == "/v1/messages":
+        assert body["type"] == "error" and "not received within 0.5 seconds" in body["error"]["message"]
+    else:
+        error = assert_openai_error_body(body)
+        assert error["code"] == "request_timeout" and "body" in error["message"]
+    line = access_lines(caplog, path)[0]
+    assert (line["status"], line["error"], line["client"]) == (408, "request_timeout", "127.0.0.1")
+    assert echo.requests == 0
+    assert errors_logged(caplog) == []
+
+
+async def test_a_body_nobody_reads_cannot_hold_the_connection_after_the_answer() -> None:
+    async with serve_gateway(transport=InProcessTransport(EchoUpstream()), **SLOW) as gateway:
+        start = chat_request(b"", headers={"authorization": "Bearer sk-wrong", "content-length": "100000"})
+        answer = await trickle(gateway, start, b" ")
+    assert answer is not None, "a trickled body held its connection open after the 401"
+    assert answer.startswith(b"HTTP/1.1 401 ") and answer.count(b"HTTP/1.1") == 1
+
+
+async def test_answers_slower_than_the_timeouts_and_kept_alive_connections_are_not_cut() -> None:
+    echo = EchoUpstream(event_delay=0.3)  # some eight events: two and a half seconds
+    async with serve_gateway(transport=InProcessTransport(echo), **SLOW) as gateway:
+        slow = {**CHAT, "messages": [{"role": "user", "content": "a slow stream"}], "stream": True}
+        quick = chat_request({**CHAT, "messages": [{"role": "user", "content": "quick"}]})
+        head = len(head_of(quick))
+        async with raw_client(gateway) as (reader, writer):
+            started = asyncio.get_running_loop().time()
+            writer.write(chat_request(slow) + quick)  # pipelined behind a slow stream
+            # Then a head, and later a body, each sent slower than its timeout while the stream goes on:
+            # the client cannot be told anything meanwhile, and is not at fault.
+            for part in (quick[:20], quick[20:head], quick[head : head + 5]):
+                writer.write(part)
+                await asyncio.sleep(0.6)
+            writer.write(quick[head + 5 :])
+            answers = [await asyncio.wait_for(read_response(reader), 10) for _ in range(3)]
+            took = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.7)  # idle between requests is keep-alive's business, not the head's
+            writer.write(quick)
+            again = await asyncio.wait_for(read_response(reader), 5)
+    assert took > 1.8, "the stream was meant to outlast the slow head and body"
+    assert answers[0].body.endswith(b"data: [DONE]\n\n")
+    assert [answer.status for answer in [*answers, again]] == [200] * 4
+
+
+def test_the_protocol_factory_still_pickles_for_workers() -> None:
+    factory = server_config(gateway_settings(request_head_timeout=7.0, request_body_timeout=9.0)).http
+    copy = pickle.loads(pickle.dumps(factory))
+    assert copy.keywords == {"max_head_bytes": 64 * 1024, "head_timeout": 7.0, "body_timeout": 9.0}

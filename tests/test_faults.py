@@ -7,17 +7,17 @@ scripts of raw bytes, so resets, stalls and truncated chunked bodies are the rea
 are a fifth of a second and there are two attempts, so the whole matrix runs in seconds.
 
 Every fault is sent several times in each mode; afterwards the number of asyncio tasks and of
-open file descriptors must be back where it was after a warm-up round (see `Probe.run`). The
-outcomes are tabulated in docs/faults.md.
+open file descriptors must be back where it was after a warm-up round (see `Probe.run`), polled
+for with a deadline rather than looked at once. The outcomes are tabulated in docs/faults.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import gzip
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -31,27 +31,30 @@ from tests.faults import (
     FAST_UPSTREAM,
     LAST_CHUNK,
     SSE_HEAD,
+    UPSTREAM_KEY,
     Conn,
     RawUpstream,
     Resources,
     Scenario,
     Served,
     assert_openai_error_body,
+    assert_settled,
     chunk,
     error_body,
+    http_head,
     http_response,
     message,
     message_start,
     metric,
     reply_ok,
     serve_gateway,
-    settled,
     sse,
     stream_events,
     stream_payloads,
     streamed_text,
     text_delta,
 )
+from tests.polling import eventually_async
 from tests.servers import free_port
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +72,7 @@ class Outcome:
     attempts: int  # upstream attempts, from the gateway's own counter
     retry_reasons: dict[str, float]
     elapsed: float
+    headers: dict[str, str] = field(default_factory=dict)
 
     def error(self) -> dict[str, Any]:
         assert self.content_type.startswith("application/json"), self.content_type
@@ -117,7 +121,16 @@ class Probe:
             if delta:
                 reasons[reason] = delta
         content_type = response.headers.get("content-type", "")
-        return Outcome(response.status_code, content_type, raw, int(attempts), reasons, elapsed)
+        headers = dict(response.headers)
+        return Outcome(response.status_code, content_type, raw, int(attempts), reasons, elapsed, headers)
+
+    async def native(self, stream: bool) -> httpx.Response:
+        """One call of the native route, ``/v1/messages``, read whole."""
+        async with httpx.AsyncClient(base_url=self.gateway.url, headers=AUTH, timeout=10) as client:
+            request = {**CHAT, "max_tokens": 64, "stream": stream}
+            async with client.stream("POST", "/v1/messages", json=request) as response:
+                await response.aread()
+        return response
 
     async def run(self, scenario: Scenario, *, healthy_warm_up: bool = True) -> tuple[Outcome, Outcome]:
         """Warm up (a healthy round, then one round of the fault), take the resource baseline, run
@@ -135,21 +148,18 @@ class Probe:
             last = (await self.call(False), await self.call(True))
             for earlier, now in zip(first, last, strict=True):
                 assert (now.status, now.attempts) == (earlier.status, earlier.attempts), (earlier, now)
-        after = await settled(baseline, fd_slack=FD_SLACK)
-        assert after.tasks <= baseline.tasks, f"asyncio tasks leaked: {baseline.tasks} -> {after.tasks}"
-        assert after.fds <= baseline.fds + FD_SLACK, f"file descriptors leaked: {baseline.fds} -> {after.fds}"
+        await assert_settled(baseline, fd_slack=FD_SLACK)
         return last
 
 
 @contextlib.asynccontextmanager
 async def fault_gateway(upstream_url: str | None = None, **upstream: Any) -> AsyncIterator[Probe]:
-    async with (
-        RawUpstream() as raw,
-        serve_gateway(upstream_url or raw.url, upstream={**FAST_UPSTREAM, **upstream}) as gw,
-    ):
-        yield Probe(gw, raw)
-    # After shutdown nothing may linger either: the upstream's connections are all closed.
-    assert raw.open_connections == 0
+    async with RawUpstream() as raw:
+        async with serve_gateway(upstream_url or raw.url, upstream={**FAST_UPSTREAM, **upstream}) as gw:
+            yield Probe(gw, raw)
+        # After shutdown nothing may linger either: the gateway closes every upstream connection
+        # (looked at before the upstream itself shuts down, which would close them anyway).
+        await eventually_async(lambda: raw.open_connections == 0, what="the gateway closed its upstream connections")
 
 
 def is_stream(conn: Conn) -> bool:
@@ -213,7 +223,7 @@ async def reset_mid_body(conn: Conn) -> None:
         await conn.send_events(HEL)
     else:
         await conn.send(PARTIAL_MESSAGE)
-    await asyncio.sleep(0.02)  # let the bytes land before the RST overtakes them
+    await conn.delivered()  # the RST must not overtake the bytes
     conn.reset()
 
 
@@ -437,3 +447,197 @@ async def test_unknown_stop_reason_finishes_as_stop() -> None:
     payloads = streamed.completed_stream()
     reasons = [c["finish_reason"] for p in payloads for c in p.get("choices", []) if c.get("finish_reason")]
     assert reasons == ["stop"]
+
+
+# --- replies the gateway refuses -----------------------------------------------------------------
+
+
+def redirect_to(url: str) -> Scenario:
+    async def scenario(conn: Conn) -> None:
+        await conn.send(http_response(307, b"", location=f"{url}/v1/messages"))
+
+    return scenario
+
+
+@POOLS
+async def test_a_307_from_upstream_is_a_502_and_not_followed(pool: str) -> None:
+    async with RawUpstream() as elsewhere, fault_gateway(transport=pool) as probe:
+        plain, streamed = await probe.run(redirect_to(elsewhere.url))
+        native = await probe.native(stream=False)
+    # Following it would have sent the upstream key and the prompt to another host.
+    assert elsewhere.seen == []
+    for outcome in (plain, streamed):
+        assert outcome.status == 502 and outcome.attempts == 1
+        assert outcome.error() == {
+            "message": "the upstream API answered with a redirect (HTTP 307), which is not followed",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    assert native.status_code == 502
+    assert native.json()["error"]["message"].startswith("the upstream API answered with a redirect")
+
+
+SMALL_BOUNDS = {"max_response_bytes": 64 * 1024, "max_event_bytes": 64 * 1024}
+OVERSIZED_TEXT = "x" * (256 * 1024)
+
+
+def oversized(framing: str) -> Scenario:
+    """A body (or, streamed, one event's line) four times over the small bounds; then the upstream
+    waits, so that the gateway closing the connection is counted."""
+
+    async def scenario(conn: Conn) -> None:
+        if is_stream(conn):
+            await conn.send(SSE_HEAD)
+            await conn.send_events(HEL)
+            await conn.send(chunk(b'event: content_block_delta\ndata: {"text": "' + OVERSIZED_TEXT.encode()))
+        elif framing == "content-length":
+            await conn.send(http_response(200, orjson.dumps(message(OVERSIZED_TEXT))))
+        else:
+            await conn.send(http_head(200, {"content-type": "application/json", "transfer-encoding": "chunked"}))
+            await conn.send_events([orjson.dumps(message(OVERSIZED_TEXT))])
+        await conn.hold()
+
+    return scenario
+
+
+@pytest.mark.parametrize("pool", ["aiohttp", "httpx", "httpx2"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_body_or_an_event_over_the_bound_is_a_502_or_an_error_event_and_the_connection_closed(
+    pool: str, framing: str
+) -> None:
+    async with fault_gateway(transport=pool, **SMALL_BOUNDS) as probe:
+        plain, streamed = await probe.run(oversized(framing))
+        await eventually_async(
+            lambda: probe.upstream.closed_by_peer == len(probe.upstream.seen) - 2,  # the warm-up excepted
+            what="the gateway closed every oversized reply's connection",
+        )
+        native = await probe.native(stream=True)
+    assert plain.status == 502 and plain.attempts == 1  # not retried: it would be as large again
+    assert plain.error() == {
+        "message": "the upstream API's reply is over upstream.max_response_bytes (65536 bytes)",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
+    assert streamed.status == 200 and streamed.attempts == 1
+    assert streamed_text(streamed.body) == "Hel"
+    error = streamed.stream_error()
+    assert error["message"] == "the upstream API sent a stream event over upstream.max_event_bytes (65536 bytes)"
+    # The native route relays the upstream's bytes, and ends with the same error as an event.
+    assert native.status_code == 200
+    assert native.content.endswith(b"\n\n") and b"event: error\n" in native.content
+    assert b"upstream.max_event_bytes" in native.content.rsplit(b"event: error\n", 1)[1]
+
+
+async def gzipped(conn: Conn) -> None:
+    # A gzip bomb in miniature: 16 MiB of JSON whitespace in about 16 KiB.
+    body = gzip.compress(orjson.dumps(message()) + b" " * (16 * 1024 * 1024), compresslevel=9)
+    head = {"content-type": "application/json", "content-encoding": "gzip", "content-length": str(len(body))}
+    await conn.send(http_head(200, head) + body)
+
+
+@POOLS
+async def test_a_compressed_body_is_never_asked_for_and_refused_with_a_502(pool: str) -> None:
+    async with fault_gateway(transport=pool) as probe:
+        plain, streamed = await probe.run(gzipped)
+        asked = {request.headers.get("accept-encoding") for request in probe.upstream.seen}
+    assert asked == {"identity"}
+    for outcome in (plain, streamed):
+        assert outcome.status == 502 and outcome.attempts == 1
+        expected = "the upstream API sent a gzip-encoded body; the gateway accepts only uncompressed ones"
+        assert outcome.error()["message"] == expected
+
+
+def huge_head(kind: str) -> Scenario:
+    async def scenario(conn: Conn) -> None:
+        if kind == "one huge header":
+            fields = {"x-padding": "a" * (1024 * 1024)}
+        else:
+            fields = {f"x-header-{i}": "a" for i in range(20_000)}
+        with contextlib.suppress(ConnectionError):  # the gateway may hang up before the end
+            await conn.send(http_head(200, {**fields, "content-type": "application/json", "content-length": "2"}))
+            await conn.send(b"{}")
+
+    return scenario
+
+
+@POOLS
+@pytest.mark.parametrize("kind", ["one huge header", "too many headers"])
+async def test_a_huge_upstream_head_is_a_502_that_names_neither_host_nor_port(pool: str, kind: str) -> None:
+    async with fault_gateway(transport=pool) as probe:
+        plain, streamed = await probe.run(huge_head(kind))
+        port = probe.upstream.url.rpartition(":")[2]
+    for outcome in (plain, streamed):
+        assert outcome.status == 502
+        message_ = outcome.error()["message"]
+        assert message_.startswith("upstream transport error: ") or message_.startswith(
+            "the upstream API broke the connection: "
+        ), message_
+        assert "127.0.0.1" not in message_ and port not in message_ and "aaaa" not in message_, message_
+
+
+async def odd_request_id(conn: Conn) -> None:
+    # Not latin-1 once decoded, as aiohttp decodes header bytes (UTF-8): no response could carry it.
+    head = http_head(200, {"content-type": "application/json"}).replace(b"\r\n\r\n", b"\r\n")
+    body = orjson.dumps(message())
+    if is_stream(conn):
+        events = b"".join(chunk(e) for e in stream_events(["Hi"])) + LAST_CHUNK
+        await conn.send(head.replace(b"application/json", b"text/event-stream"))
+        await conn.send(b"request-id: req_\xe2\x82\xac\xf0\x9f\x92\xa5\r\ntransfer-encoding: chunked\r\n\r\n" + events)
+    else:
+        await conn.send(head + b"request-id: req_\xe2\x82\xac\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+
+
+async def test_a_request_id_that_is_not_a_sane_token_is_not_passed_on() -> None:
+    async with fault_gateway() as probe:
+        plain, streamed = await probe.run(odd_request_id)
+    assert plain.status == 200 and "request-id" not in plain.headers
+    assert streamed.status == 200 and "request-id" not in streamed.headers
+    streamed.completed_stream()
+
+
+# --- the upstream key quoted back -------------------------------------------------------------------
+
+QUOTE = f"x-api-key {UPSTREAM_KEY} may not be used here".encode()
+
+
+def quoting(kind: str) -> Scenario:
+    async def scenario(conn: Conn) -> None:
+        if kind == "400":
+            await conn.send(http_response(400, error_body("invalid_request_error", QUOTE.decode())))
+        elif kind == "403":
+            await conn.send(http_response(403, error_body("permission_error", QUOTE.decode())))
+        elif kind == "503 html":
+            page = b"<html><head><title>503 " + QUOTE + b"</title></head><body>" + QUOTE + b"</body></html>"
+            await conn.send(http_response(503, page, "text/html"))
+        elif kind == "first event" and is_stream(conn):
+            await conn.send(SSE_HEAD)
+            await conn.send_events(
+                [sse("error", {"error": {"type": "invalid_request_error", "message": QUOTE.decode()}})]
+            )
+            await conn.send(LAST_CHUNK)
+        elif kind == "mid-stream" and is_stream(conn):
+            event = sse("error", {"error": {"type": "api_error", "message": QUOTE.decode()}})
+            cut = event.index(UPSTREAM_KEY.encode()) + 5  # the key cut in two by the chunking
+            await conn.send(SSE_HEAD)
+            await conn.send_events([*HEL, event[:cut], event[cut:]], delay=0.01)
+            await conn.send(LAST_CHUNK)
+        else:
+            await conn.send(http_response(400, error_body("invalid_request_error", QUOTE.decode())))
+
+    return scenario
+
+
+@pytest.mark.parametrize("kind", ["400", "403", "503 html", "first event", "mid-stream"])
+async def test_an_upstream_message_quoting_the_upstream_key_reaches_no_client(kind: str) -> None:
+    async with fault_gateway() as probe:
+        plain, streamed = await probe.run(quoting(kind))
+        natives = [await probe.native(stream=False), await probe.native(stream=True)]
+    key = UPSTREAM_KEY.encode()
+    for outcome in (plain, streamed):
+        assert key not in outcome.body and UPSTREAM_KEY not in str(outcome.headers)
+        assert b"[redacted]" in outcome.body, outcome.body[-500:]
+    for native in natives:
+        assert key not in native.content and UPSTREAM_KEY not in str(native.headers)
+        assert b"[redacted]" in native.content, native.content[-500:]

@@ -17,6 +17,8 @@ from starlette.requests import Request
 
 from proxy.errors import AuthenticationFailed
 from proxy.keys import KeyService, admin
+from proxy.upstream import InProcessTransport
+from tests.faults import EchoUpstream, serve_gateway
 from tests.keys_support import SECRET_RE, flush, redis_server, sqlite_bytes
 
 pytestmark = pytest.mark.anyio
@@ -80,18 +82,54 @@ async def test_admin_api_is_disabled_without_an_admin_key(tmp_path: Path) -> Non
             assert "PROXY_ADMIN_KEY" in error["message"]
 
 
-async def test_admin_key_is_required_and_client_keys_are_refused(store_url: str) -> None:
+async def test_admin_key_is_required_and_client_keys_get_the_same_401_as_guesses(store_url: str) -> None:
     async with admin_client(store_url) as (client, _):
         created = (await client.post("/admin/keys", json={"name": "team-a"})).json()
-        for headers, status, code in (
-            ({"authorization": ""}, 401, "missing_api_key"),
-            ({"authorization": "Bearer not-the-admin-key"}, 401, "invalid_api_key"),
-            ({"authorization": f"Bearer {STATIC}"}, 403, "admin_key_required"),
-            ({"authorization": f"Bearer {created['secret']}"}, 403, "admin_key_required"),
+        answers = []
+        for headers in (
+            {"authorization": "Bearer not-the-admin-key"},
+            {"authorization": f"Bearer {STATIC}"},
+            {"authorization": f"Bearer {created['secret']}"},
+            {"authorization": "", "x-api-key": STATIC},
         ):
-            assert_openai_error(await client.get("/admin/keys", headers=headers), status, code)
+            response = await client.get("/admin/keys", headers=headers)
+            assert_openai_error(response, 401, "invalid_api_key")
+            answers.append((response.content, {k: v for k, v in response.headers.items() if k != "date"}))
+        assert all(answer == answers[0] for answer in answers), answers  # nothing tells a real client key apart
+        assert_openai_error(await client.get("/admin/keys", headers={"authorization": ""}), 401, "missing_api_key")
         ok = await client.get("/admin/keys", headers={"authorization": "", "x-api-key": ADMIN})
         assert ok.status_code == 200
+
+
+async def test_wrong_admin_keys_are_throttled_like_client_key_guesses(tmp_path: Path) -> None:
+    async with admin_client(str(tmp_path / "k.db")) as (client, _):
+        assert (await client.get("/admin/keys")).status_code == 200  # the admin has worked from here
+        wrong = {"authorization": f"Bearer {STATIC}"}
+        statuses = [(await client.get("/admin/keys", headers=wrong)).status_code for _ in range(11)]
+        throttled = await client.get("/admin/keys", headers={"authorization": "Bearer a-guess"})
+        still_admin = await client.get("/admin/keys")
+    assert statuses == [401] * 10 + [429]
+    assert_openai_error(throttled, 429, "too_many_invalid_keys")
+    assert 1 <= int(throttled.headers["retry-after"]) <= 60
+    assert still_admin.status_code == 200
+
+
+async def test_the_gateway_counts_admin_and_client_key_guesses_in_one_throttle() -> None:
+    echo = EchoUpstream()
+    async with (
+        serve_gateway(transport=InProcessTransport(echo), admin_key=ADMIN) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=5) as client,
+    ):
+        guess = {"authorization": "Bearer sk-a-guess-5f1e"}
+        admin_guesses = [(await client.get("/admin/keys", headers=guess)).status_code for _ in range(5)]
+        client_guesses = [(await client.get("/v1/models", headers=guess)).status_code for _ in range(5)]
+        after = [
+            (await client.get("/admin/usage", headers=guess)).status_code,
+            (await client.get("/v1/models", headers=guess)).status_code,
+            (await client.get("/admin/keys", headers={"authorization": f"Bearer {ADMIN}"})).status_code,
+        ]
+    assert admin_guesses + client_guesses == [401] * 10
+    assert after == [429, 429, 429]  # even the admin key, never used from this address before
 
 
 async def test_create_list_get_disable_revoke(store_url: str) -> None:

@@ -209,6 +209,36 @@ def test_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and "unsupported store URL" in err
 
 
+@pytest.mark.usefixtures("clean_env")
+def test_usage_of_an_unknown_key_and_revoking_twice_are_errors_like_revoking_a_missing_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "keys.db")
+    missing_code, _, missing_err = run_main(capsys, "revoke", "ghost", "--store", store)
+    assert missing_code == 1 and "no key named 'ghost'" in missing_err
+
+    code, out, err = run_main(capsys, "usage", "ghost", "--store", store)
+    assert (code, out) == (missing_code, "") and "no key named 'ghost'" in err
+
+    assert run_main(capsys, "create", "--name", "once", "--store", store)[0] == 0
+    assert run_main(capsys, "revoke", "once", "--store", store)[0] == 0
+    code, out, err = run_main(capsys, "revoke", "once", "--store", store)
+    assert (code, out) == (missing_code, "") and "'once' was already revoked at" in err
+
+    # Known keys without usage, and the PROXY_API_KEYS names, still answer with an (empty) table.
+    for name in ("once", "key-1"):
+        code, out, _ = run_main(capsys, "usage", name, "--store", store)
+        assert code == 0 and out.splitlines()[-1].startswith("TOTAL")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_bare_keys_prints_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(capsys)
+    assert code == 0
+    for command in ("create", "list", "revoke", "usage", "hash"):
+        assert command in out
+
+
 async def test_hash_reads_the_secret_from_stdin() -> None:
     code, out, _ = await cli("hash", stdin="my-config-secret\n")
     assert code == 0

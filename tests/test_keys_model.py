@@ -250,3 +250,35 @@ def test_keys_stored_for_start_up_checks(tmp_path: Path) -> None:
     assert not path.exists()
     assert main(["keys", "create", "--name", "first", "--store", str(path)]) == 0
     assert keys_stored(f"sqlite:///{path}")
+
+
+# --- names and moments at the edges --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["team\n", "key-1\n", "team\nx", "\nteam"])
+def test_a_key_name_with_a_newline_is_refused(name: str) -> None:
+    # `$` would accept a trailing "\n": "team\n" showed as "team" and no admin URL could reach it.
+    with pytest.raises(ValueError, match="a key name is"):
+        NewKey(name=name)
+    with pytest.raises(ValueError, match="a key name is"):
+        ClientKeyConfig(name=name, sha256="0" * 64)
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:00:00-05:00", "0001-01-01T01:00:00+05:00"])
+def test_an_expiry_beyond_the_calendar_once_in_utc_is_a_validation_error(moment: str) -> None:
+    with pytest.raises(ValueError, match="years 1-9999"):
+        NewKey(name="far", expires_at=moment)
+
+
+def test_an_expiry_at_the_end_of_year_9999_utc_is_kept() -> None:
+    record, _ = new_record(NewKey(name="far", expires_at="9999-12-31T23:59:59Z"), 0.0)
+    assert record.view(0.0)["expires_at"] == "9999-12-31T23:59:59Z"
+    assert record.status(0.0) == "active"
+
+
+def test_redact_url_masks_every_credential_a_url_can_carry() -> None:
+    assert redact_url("https://user:s3cret@gateway.internal/anthropic") == "https://user:***@gateway.internal/anthropic"
+    assert redact_url("https://tok3n@gateway.internal") == "https://***@gateway.internal"
+    assert redact_url("redis://host:6379/0?password=s3cret&db=1") == "redis://host:6379/0?password=***&db=1"
+    assert redact_url("sqlite:////abs/keys.db") == "sqlite:////abs/keys.db"
+    assert redact_url("/var/lib/a@b/keys.db") == "/var/lib/a@b/keys.db"

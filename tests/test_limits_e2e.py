@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +32,7 @@ import pytest
 
 from tests import servers
 from tests.keys_support import keys_cli, redis_server
+from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -175,6 +179,48 @@ def test_a_daily_budget_is_overrun_by_at_most_one_requests_usage_under_concurren
         totals = wait_for_ledger(store, "budgeted", len(answered))
         assert (totals["requests"], totals["total_tokens"]) == (len(answered), used)
         print(f"\n{kind}: {len(answered)} answered, {refused} refused, {used} of {budget} tokens (largest {largest})")
+
+
+def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start_and_names_redis(tmp_path: Path) -> None:
+    # Each process keeps its rate windows and budget reservations in memory: two on one file each
+    # admitted up to the whole budget (4,902 tokens of 3,000). One gateway per file, or Redis.
+    store = str(tmp_path / "claude-proxy.db")
+    with (
+        servers.simulator() as upstream,
+        servers.gateway_process(upstream, STATIC_KEY, {"PROXY_STORE": store}) as (_, first),
+    ):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
+        env.update(ANTHROPIC_API_KEY="sk-ant-test-upstream", ANTHROPIC_BASE_URL=upstream, PROXY_STORE=store)
+        second = subprocess.run(
+            [sys.executable, "-m", "proxy", "serve", "--port", str(servers.free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"another gateway (pid {first.pid}) serves from the SQLite key store {store}" in second.stderr
+        assert "PROXY_STORE=redis://" in second.stderr
+        assert first.poll() is None  # the first one serves on, undisturbed
+    # Once the first is gone, its claim goes with it (a SIGKILL included: the lock is the kernel's).
+    with servers.simulator() as upstream, servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_a_second_gateway_on_one_sqlite_file_may_start_when_per_process_limits_are_accepted(tmp_path: Path) -> None:
+    store = str(tmp_path / "claude-proxy.db")
+    accepted = {"PROXY_STORE": store, "PROXY_ALLOW_PER_PROCESS_LIMITS": "true"}
+    log_file = tmp_path / "second.log"
+    with (
+        servers.simulator() as upstream,
+        servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}),
+        servers.gateway(upstream, STATIC_KEY, accepted, log_path=log_file) as second,
+    ):
+        assert httpx.get(f"{second}/healthz").status_code == 200
+        eventually(
+            lambda: "limits and budgets hold per process only" in log_file.read_text(),
+            what="the second gateway warns that limits hold per process",
+        )
 
 
 class Traffic:

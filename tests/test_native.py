@@ -108,6 +108,17 @@ def test_stream_usage_ignores_what_it_cannot_read() -> None:
     assert meter.usage == {"output_tokens": 4}
 
 
+@pytest.mark.parametrize("count", ["7", -1, 2.5, [1]], ids=repr)
+def test_usage_whose_counts_cannot_be_added_up_is_left_unmetered_not_raised(count: Any) -> None:
+    meter = NativeUsage()
+    start = {"type": "message_start", "message": {"usage": {"input_tokens": 5, "output_tokens": 1}}}
+    meter.feed("message_start", orjson.dumps(start))
+    meter.feed("message_delta", orjson.dumps({"type": "message_delta", "usage": {"output_tokens": count}}))
+    assert meter.usage == {"input_tokens": 5, "output_tokens": 1}  # the odd delta is not merged
+    assert meter.openai_usage is not None and meter.openai_usage["completion_tokens"] == 1
+    assert message_usage({"usage": {"input_tokens": count, "output_tokens": 2}}) is None
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [

@@ -195,16 +195,82 @@ def test_container_entrypoint_serves_from_a_plain_venv(simulator: str) -> None:
         assert response.status_code == 200
 
 
-def test_two_workers_aggregate_their_metrics(simulator: str) -> None:
+def test_two_workers_aggregate_their_metrics_and_each_flushes_its_last_log_lines(
+    simulator: str, tmp_path: Path
+) -> None:
     port = servers.free_port()
-    env = {"ANTHROPIC_API_KEY": UPSTREAM_KEY, "ANTHROPIC_BASE_URL": simulator, "PROXY_API_KEYS": CLIENT_KEY}
-    with servers.run(["serve", "--port", str(port), "--workers", "2"], f"http://127.0.0.1:{port}/healthz", env):
+    env = {
+        "ANTHROPIC_API_KEY": UPSTREAM_KEY,
+        "ANTHROPIC_BASE_URL": simulator,
+        "PROXY_API_KEYS": CLIENT_KEY,
+        "PROXY_ALLOW_PER_PROCESS_LIMITS": "true",  # SQLite store: without it, serve refuses --workers 2
+    }
+    log_file = tmp_path / "gateway.log"
+    args = ["serve", "--port", str(port), "--workers", "2"]
+    with servers.run(args, f"http://127.0.0.1:{port}/healthz", env, log_path=log_file) as process:
         for _ in range(6):  # fresh connections, so both workers take some
             assert httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, headers=AUTH).is_success
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert re.search(
         r'claude_proxy_requests_total\{model="claude-haiku-4-5",route="/v1/chat/completions",status="200"\} 6\.0', text
     )
+    # The supervisor relayed SIGTERM to both workers; each one's final line is the last it logs.
+    assert process.returncode == 0
+    assert len(re.findall(r"Finished server process \[\d+\]", log_file.read_text())) == 2
+
+
+def test_sigterm_keeps_the_last_log_lines(simulator: str, tmp_path: Path) -> None:
+    # uvicorn re-raises SIGTERM once it has shut down; with the default handler the process died
+    # with its last lines still waiting for the log writer's next round.
+    log_file = tmp_path / "gateway.log"
+    with servers.gateway_process(simulator, CLIENT_KEY, log_path=log_file) as (url, process):
+        assert httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=AUTH).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == -signal.SIGTERM  # still ends as killed by the signal
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert lines[-1]["msg"] == f"Finished server process [{process.pid}]"
+    assert any(line["logger"] == "proxy.access" for line in lines)
+
+
+def test_a_gateway_without_an_upstream_key_marks_every_answer_as_simulated() -> None:
+    # The README's `python -m proxy serve` with no key at all: loopback, simulator, still serving.
+    port = servers.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (
+        servers.run(["serve", "--port", str(port)], f"{url}/healthz", {"ANTHROPIC_API_KEY": ""}),
+        httpx.Client(base_url=url) as client,
+    ):
+        answers = [
+            client.post("/v1/chat/completions", json=CHAT),
+            client.post("/v1/messages", json={**CHAT, "max_tokens": 10}, headers={"anthropic-version": "x"}),
+            client.post("/v1/chat/completions", json={"model": 5}),
+            client.get("/v1/models"),
+            client.get("/readyz"),
+            client.get("/nope"),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 400, 200, 200, 404]
+    assert all(a.headers["x-claude-proxy-simulator"] == "1" for a in answers)
+    assert "Hello!" in answers[0].json()["choices"][0]["message"]["content"]
+
+
+def test_a_gateway_with_an_upstream_key_does_not_say_it_is_simulated(gateway: tuple[str, Path]) -> None:
+    url, _ = gateway
+    response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert response.status_code == 200 and "x-claude-proxy-simulator" not in response.headers
+
+
+def test_a_public_bind_with_client_keys_but_an_empty_upstream_key_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
+    env.update(ANTHROPIC_API_KEY="", PROXY_API_KEYS=CLIENT_KEY)
+    started = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--host", "0.0.0.0", "--port", str(servers.free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert started.returncode == 2
+    assert "built-in simulator" in started.stderr and "PROXY_SIMULATE=true" in started.stderr
 
 
 def _written_after(log_file: Path, request_id: str, more: int) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from proxy.abuse import BadKeyThrottle
+from proxy.abuse import HOSTS_PER_KEY, BadKeyThrottle
 from proxy.errors import AuthenticationFailed
 from proxy.keys import KeyService, open_store
 from proxy.logs import JSONFormatter
+from proxy.server import uvicorn_config as server_config
 from proxy.upstream import InProcessTransport
+from tests import servers
 from tests.faults import (
     CHAT,
     CLIENT_KEY,
@@ -38,6 +41,7 @@ from tests.faults import (
     assert_openai_error_body,
     chat_request,
     chunk,
+    gateway_settings,
     http_response,
     message,
     read_response,
@@ -322,15 +326,47 @@ def test_failures_spread_wider_than_the_window_never_block() -> None:
         clock.now += 30.1
 
 
-def test_a_success_clears_the_address_and_other_addresses_are_unaffected() -> None:
+def test_a_valid_key_never_clears_its_addresss_failures_and_other_addresses_are_unaffected() -> None:
     clock = Clock()
     limiter = throttle(clock)
-    for _ in range(3):
-        limiter.record_failure("203.0.113.7")
-    assert limiter.check("203.0.113.7") is not None
+    for _ in range(2):
+        assert limiter.refuse_bad_key("203.0.113.7") is None
+    assert limiter.refuse_valid_key("203.0.113.7", "key-1") is None  # served …
+    assert limiter.failures("203.0.113.7") == 2  # … and the guesses still count
+    assert limiter.refuse_bad_key("203.0.113.7") is None
+    assert limiter.refuse_bad_key("203.0.113.7") == pytest.approx(60.0)  # the fourth guess gets no answer
     assert limiter.check("203.0.113.8") is None
-    limiter.record_success("203.0.113.7")
-    assert limiter.check("203.0.113.7") is None and limiter.failures("203.0.113.7") == 0
+
+
+def test_keys_used_from_a_throttled_address_keep_working_and_new_ones_wait_like_guesses() -> None:
+    clock = Clock()
+    limiter = throttle(clock)
+    assert limiter.refuse_valid_key("203.0.113.7", "ci") is None  # a colleague's key, used before the guessing
+    assert limiter.refuse_valid_key("2001:db8:1:2::1", "laptop") is None
+    for _ in range(3):
+        limiter.refuse_bad_key("203.0.113.7")
+        limiter.refuse_bad_key("2001:db8:1:2::1")
+    clock.now += 5
+    for _ in range(100):
+        assert limiter.refuse_valid_key("203.0.113.7", "ci") is None
+        assert limiter.refuse_valid_key("2001:db8:1:2::99", "laptop") is None  # the same /64
+    # A valid key never used from here is answered exactly as a guess would be: no oracle.
+    assert limiter.refuse_valid_key("203.0.113.7", "laptop") == pytest.approx(55.0)
+    assert limiter.refuse_bad_key("203.0.113.7") == pytest.approx(55.0)
+    assert limiter.failures("203.0.113.7") == 3  # refused guesses are not counted: the wait does not grow
+    clock.now += 55
+    assert limiter.refuse_valid_key("203.0.113.7", "laptop") is None  # once the window has passed
+
+
+def test_the_hosts_remembered_per_key_are_bounded() -> None:
+    clock = Clock()
+    limiter = throttle(clock, max_addresses=50)
+    for i in range(1000):
+        limiter.refuse_valid_key(f"10.1.{i // 256}.{i % 256}", "shared")
+        limiter.refuse_valid_key("192.0.2.1", f"key-{i}")
+    assert len(limiter._hosts_of_key) <= 50
+    assert all(len(hosts) <= HOSTS_PER_KEY for hosts in limiter._hosts_of_key.values())
+    assert list(limiter._hosts_of_key["shared"])[-1] == "10.1.3.231"  # the newest kept
 
 
 def test_ipv6_addresses_share_their_slash_64_and_mapped_ipv4_is_ipv4() -> None:
@@ -400,3 +436,81 @@ async def test_the_eleventh_bad_key_from_one_address_within_a_minute_is_429_with
 def test_nonsensical_limits_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         BadKeyThrottle(**kwargs)
+
+
+async def test_nine_guesses_and_one_valid_key_on_repeat_are_throttled_all_the_same() -> None:
+    echo = EchoUpstream()
+    async with (
+        serve_gateway(transport=InProcessTransport(echo)) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=5) as client,
+    ):
+        bad, good = {"authorization": f"Bearer {WRONG_KEY}"}, {"authorization": f"Bearer {CLIENT_KEY}"}
+        guesses = []
+        for _ in range(2):  # the valid key in between used to wipe the address's record
+            guesses += [(await client.get("/v1/models", headers=bad)).status_code for _ in range(9)]
+            assert (await client.get("/v1/models", headers=good)).status_code == 200
+    assert guesses == [401] * 10 + [429] * 8
+
+
+async def test_a_valid_key_keeps_working_from_an_address_throttled_by_guesses() -> None:
+    echo = EchoUpstream()
+    async with (
+        serve_gateway(transport=InProcessTransport(echo), api_keys=f"{CLIENT_KEY},{OTHER_CLIENT_KEY}") as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=5) as client,
+    ):
+        good, other = {"authorization": f"Bearer {CLIENT_KEY}"}, {"authorization": f"Bearer {OTHER_CLIENT_KEY}"}
+        bad = {"authorization": f"Bearer {WRONG_KEY}"}
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=good)).status_code == 200
+        guesses = [(await client.post("/v1/chat/completions", json=CHAT, headers=bad)).status_code for _ in range(11)]
+        after = [(await client.post("/v1/chat/completions", json=CHAT, headers=good)).status_code for _ in range(3)]
+        guess = await client.post("/v1/chat/completions", json=CHAT, headers=bad)
+        new_key = await client.post("/v1/chat/completions", json=CHAT, headers=other)  # first use, from here
+    assert guesses == [401] * 10 + [429]
+    assert after == [200] * 3  # the stale CI job behind the same NAT locks nobody else out …
+    # … and a key new to this address is answered exactly as a guess, so the answers tell guesses nothing.
+    assert (new_key.status_code, new_key.json()) == (guess.status_code, guess.json()) == (429, guess.json())
+    assert guess.json()["error"]["code"] == "too_many_invalid_keys"
+    assert echo.requests == 4
+
+
+def test_x_forwarded_for_is_trusted_only_from_the_proxies_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    plain = server_config(gateway_settings())
+    assert plain.proxy_headers is False  # uvicorn's default would trust X-Forwarded-For from loopback
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.1, 192.168.0.0/16")
+    behind_proxy = server_config(gateway_settings())
+    assert behind_proxy.proxy_headers is True
+    assert behind_proxy.forwarded_allow_ips == ["10.0.0.1", "192.168.0.0/16"]
+
+
+def access_records(log_path: Path, path: str) -> list[dict[str, Any]]:
+    lines = [orjson.loads(line) for line in log_path.read_bytes().splitlines() if line.startswith(b"{")]
+    return [line for line in lines if line.get("logger") == "proxy.access" and line.get("path") == path]
+
+
+def wait_for_records(log_path: Path, path: str, count: int, within: float = 5.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    while len(records := access_records(log_path, path)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return records
+
+
+@pytest.mark.parametrize(
+    ("allowed", "throttled", "client"), [("", True, "127.0.0.1"), ("127.0.0.1", False, "198.51.100.10")]
+)
+def test_spoofed_x_forwarded_for_neither_escapes_the_throttle_nor_fakes_the_logged_client(
+    tmp_path: Path, allowed: str, throttled: bool, client: str
+) -> None:
+    log_path = tmp_path / "gateway.log"
+    env = {"FORWARDED_ALLOW_IPS": allowed, "PROXY_LOG_LEVEL": "info"}
+    with servers.gateway("http://127.0.0.1:9", CLIENT_KEY, env, log_path) as url:
+        statuses = [
+            httpx.get(
+                f"{url}/v1/models",
+                headers={"authorization": f"Bearer {WRONG_KEY}", "x-forwarded-for": f"198.51.100.{10 + i}"},
+            ).status_code
+            for i in range(11)
+        ]
+        records = wait_for_records(log_path, "/v1/models", 11)
+    assert statuses == [401] * 10 + ([429] if throttled else [401])
+    assert records[0]["client"] == client  # the address guessing can be traced to

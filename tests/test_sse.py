@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sse import SSEDecoder, aiter_sse
+from proxy.config import Settings
+from proxy.errors import UpstreamRejected
+from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, aiter_sse
 
 STREAM_FIXTURES = Path(__file__).parent / "fixtures" / "stream"
 Event = tuple[str, bytes]
@@ -223,3 +225,61 @@ def test_mixed_line_endings_decode_the_same_whatever_the_split(
     got = [event for chunk in split_at(body, points) for event in pieces.feed(chunk)]
     assert got == expected
     assert pieces.pending == whole.pending
+
+
+# --- the bound on one event
+
+
+LIMIT = 1024
+
+
+def test_a_line_that_never_ends_fails_once_it_passes_the_bound() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    decoder.feed(b"data: ")
+    for _ in range(LIMIT // 256 - 1):
+        assert decoder.feed(b"x" * 256) == []
+    with pytest.raises(UpstreamRejected, match=r"upstream\.max_event_bytes \(1024 bytes\)"):
+        decoder.feed(b"x" * 256)
+    with pytest.raises(UpstreamRejected):  # the stream stays failed
+        decoder.feed(b"\n\n")
+
+
+def test_many_data_lines_of_one_event_fail_once_they_pass_the_bound() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    with pytest.raises(UpstreamRejected):
+        for _ in range(LIMIT):
+            decoder.feed(b"data: xx\n")
+
+
+def test_events_under_the_bound_pass_however_many_there_are() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    event = b"data: " + b"x" * (LIMIT - 10) + b"\n\n"
+    for piece in [event] * 50 + split_at(event * 50, list(range(0, len(event) * 50, 700))):
+        for name, data in decoder.feed(piece):
+            assert (name, len(data)) == ("message", LIMIT - 10)
+
+
+def test_the_events_a_read_completed_before_an_oversized_one_come_first() -> None:
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    got: list[Event] = []
+    with pytest.raises(UpstreamRejected):
+        for event in decoder.feed(b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\ndata: " + b"x" * 2 * LIMIT):
+            got.append(event)
+    assert got == [("a", b"1"), ("b", b"2")]
+
+
+@pytest.mark.anyio
+async def test_aiter_sse_fails_on_an_oversized_event_after_the_events_before_it() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        yield b"data: " + b"x" * 2 * LIMIT
+
+    got: list[Event] = []
+    with pytest.raises(UpstreamRejected):
+        async for event in aiter_sse(body(), max_event_bytes=LIMIT):
+            got.append(event)
+    assert got == [("message", b"1")]
+
+
+def test_the_default_bound_is_the_settings_default() -> None:
+    assert SSEDecoder().max_event_bytes == Settings().upstream.max_event_bytes == DEFAULT_MAX_EVENT_BYTES

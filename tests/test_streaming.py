@@ -258,3 +258,54 @@ async def test_an_error_in_the_body_is_raised_and_a_cancelled_response_stays_can
     answer.cancel()  # the server shutting down: the cancellation must not be swallowed
     with pytest.raises(asyncio.CancelledError):
         await answer
+
+
+async def test_the_adopted_owner_is_released_when_the_body_never_starts() -> None:
+    # A response whose first send fails (the connection is already gone): the body generator never
+    # runs, so only the response itself can give back what the request took.
+    released: list[str] = []
+    body_started = False
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal body_started
+        body_started = True
+        yield b"data: 1\n\n"
+
+    async def broken_send(message: dict[str, Any]) -> None:
+        raise OSError("connection reset")
+
+    owner = contextlib.AsyncExitStack()
+    owner.callback(released.append, "settled")
+    owner.callback(released.append, "upstream closed")
+    response = EventStreamResponse(body())
+    response.adopt(owner)
+    with pytest.raises(OSError, match="connection reset"):
+        await response(SCOPE, Wire().receive, broken_send)
+    assert not body_started
+    assert released == ["upstream closed", "settled"]
+
+
+async def test_the_adopted_owner_is_released_once_when_the_client_leaves_at_a_yield() -> None:
+    released: list[str] = []
+    sending = asyncio.Event()
+    wire = Wire()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        yield b"data: 2\n\n"
+
+    async def slow_send(message: dict[str, Any]) -> None:
+        if message.get("body") == b"data: 1\n\n":
+            sending.set()
+            await asyncio.Event().wait()  # a client that stopped reading: the body waits at its yield
+        wire.sent.append(message)
+
+    owner = contextlib.AsyncExitStack()
+    owner.callback(released.append, "released")
+    response = EventStreamResponse(body())
+    response.adopt(owner)
+    answer = asyncio.ensure_future(response(SCOPE, wire.receive, slow_send))
+    await sending.wait()
+    wire.gone.set()
+    await asyncio.wait_for(answer, 5)
+    assert released == ["released"]

@@ -1,3 +1,5 @@
+import email.utils
+import time
 from typing import Any, get_args
 
 import orjson
@@ -17,7 +19,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.translate.errors import from_error_event, from_upstream
+from proxy.translate.errors import from_error_event, from_upstream, retry_after_seconds
 
 
 def body(kind: str, message: str, **error: Any) -> bytes:
@@ -167,11 +169,50 @@ def test_rate_limit_copies_retry_after_in_whole_seconds_rounded_up(headers: dict
         {},
         {"retry-after": "soon"},
         {"retry-after": "-5"},
-        {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"},
+        {"retry-after": "inf"},
+        {"retry-after": "nan"},
+        {"retry-after": "Infinity"},
+        {"retry-after": "1_000"},
+        {"retry-after": "\uff11\uff12"},  # full-width digits, which float() would accept
+        {"retry-after": "Wed, 32 Oct 2026 07:28:00 GMT"},
     ],
 )
 def test_rate_limit_without_a_usable_retry_after_has_no_header(headers: dict[str, str] | None) -> None:
     assert from_upstream(429, body("rate_limit_error", "slow down"), headers).headers == {}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e308"},
+        {"retry-after": "1e999"},
+        {"retry-after": "9" * 32},
+        {"retry-after-ms": "1e308"},
+        {"retry-after": "Fri, 01 Jan 9999 00:00:00 GMT"},
+    ],
+)
+def test_an_absurdly_long_retry_after_is_clamped_to_an_hour(headers: dict[str, str]) -> None:
+    error = from_upstream(429, body("rate_limit_error", "slow down"), headers)
+    assert error.headers == {"Retry-After": "3600"}
+
+
+def test_an_http_date_retry_after_is_the_time_until_that_date() -> None:
+    now = 1_800_000_000.0
+    in_90s = email.utils.formatdate(now + 90, usegmt=True)
+    assert retry_after_seconds({"retry-after": in_90s}, clock=lambda: now) == 90.0
+    past = email.utils.formatdate(now - 90, usegmt=True)
+    assert retry_after_seconds({"retry-after": past}, clock=lambda: now) == 0.0
+    soon = email.utils.formatdate(time.time() + 600, usegmt=True)
+    assert from_upstream(429, body("rate_limit_error", "x"), {"retry-after": soon}).headers["Retry-After"] in (
+        "599",
+        "600",
+    )
+
+
+def test_retry_hints_are_clamped_to_the_given_limit() -> None:
+    assert retry_after_seconds({"retry-after": "inf"}, limit=60) is None
+    assert retry_after_seconds({"retry-after": "1e308"}, limit=60) == 60
+    assert retry_after_seconds({"retry-after-ms": "inf", "retry-after": "7"}, limit=60) == 7
 
 
 def test_invalid_retry_after_ms_falls_back_to_retry_after() -> None:

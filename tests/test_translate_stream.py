@@ -420,6 +420,90 @@ def test_usage_keeps_message_start_counts_that_message_delta_leaves_null() -> No
     assert translator.usage["completion_tokens"] == 9
 
 
+ODD_COUNTS = ["7", -1, 2.5, True, [3], {"n": 1}]
+
+
+@pytest.mark.parametrize("count", ODD_COUNTS, ids=repr)
+@pytest.mark.parametrize("field", ["input_tokens", "cache_read_input_tokens", "output_tokens"])
+def test_a_message_start_usage_count_that_is_not_a_non_negative_integer_fails_the_stream(
+    field: str, count: Any
+) -> None:
+    translator = StreamTranslator(created=CREATED, include_usage=True, model=FALLBACK_MODEL)
+    _, data = upstream_events("text")[0]
+    start = orjson.loads(data)
+    start["message"]["usage"][field] = count
+    error = orjson.loads(translator.feed("message_start", orjson.dumps(start)).removeprefix(b"data: "))["error"]
+    assert f"usage.{field}" in error["message"] and error["type"] == "server_error"
+    assert translator.failed and translator.usage is None  # nothing countable arrived
+    assert translator.finish() == b""
+
+
+@pytest.mark.parametrize("usage", [{"output_tokens": count} for count in ODD_COUNTS] + [[1], "3", 7])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_message_delta_usage_that_cannot_be_counted_fails_the_stream_and_never_raises(
+    usage: Any, include_usage: bool
+) -> None:
+    translator = StreamTranslator(created=CREATED, include_usage=include_usage, model=FALLBACK_MODEL)
+    out = b""
+    for event, data in upstream_events("text"):
+        if event == "message_delta":
+            data = orjson.dumps({**orjson.loads(data), "usage": usage})
+        out += translator.feed(event, data)
+    assert translator.finish() == b""  # the error event came with message_delta; nothing follows it
+    assert translator.failed and b'"error"' in out and not out.endswith(b"data: [DONE]\n\n")
+    usage_now = translator.usage  # what the route meters: message_start's counts, all integers
+    assert usage_now is not None and all(isinstance(v, int) for v in usage_now.values() if not isinstance(v, dict))
+
+
+def test_a_thinking_tokens_count_that_is_a_string_fails_the_stream() -> None:
+    translator = started_translator()
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": 3, "output_tokens_details": {"thinking_tokens": "2"}},
+    }
+    out = translator.feed("message_delta", orjson.dumps(delta))
+    assert b"usage.output_tokens_details.thinking_tokens" in out and translator.failed
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "field"),
+    [
+        ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": 5}}, "delta.text"),
+        ("content_block_delta", {"index": 0, "delta": {"type": "thinking_delta", "thinking": None}}, "delta.thinking"),
+        ("content_block_start", {"index": 1, "content_block": {"type": "tool_use", "id": 7, "name": "f"}}, "id"),
+        ("content_block_start", {"index": 1, "content_block": {"type": "tool_use", "id": "t", "name": []}}, "name"),
+        ("message_start", {"message": "not an object"}, None),
+        ("content_block_delta", {"index": [0], "delta": {"type": "citations_delta", "citation": {}}}, None),
+    ],
+    ids=["text-number", "thinking-null", "tool-id-number", "tool-name-list", "message-string", "index-list"],
+)
+def test_event_fields_of_the_wrong_type_fail_the_stream_with_an_error_event(
+    event: str, payload: dict[str, Any], field: str | None
+) -> None:
+    translator = (
+        started_translator()
+        if event != "message_start"
+        else StreamTranslator(created=CREATED, include_usage=True, model=FALLBACK_MODEL)
+    )
+    out = translator.feed(event, orjson.dumps({"type": event, **payload}))
+    error = orjson.loads(out.removeprefix(b"data: "))["error"]
+    assert field is None or field in error["message"]
+    assert translator.failed
+
+
+def test_choice_streams_with_odd_usage_fail_and_still_merge_the_usage_they_can_count() -> None:
+    choices = ChoiceStreams(2, created=CREATED, include_usage=True, model=FALLBACK_MODEL, completion_id="chatcmpl-x")
+    out = b""
+    for event, data in upstream_events("text"):
+        if event == "message_delta":
+            data = orjson.dumps({**orjson.loads(data), "usage": {"output_tokens": "18"}})
+        out += choices.feed(0, event, data)
+    out += choices.end(0)
+    assert choices.done and b'"error"' in out and not out.endswith(b"data: [DONE]\n\n")
+    assert all(t.usage is None or isinstance(t.usage["prompt_tokens"], int) for t in choices.translators)
+
+
 def test_usage_is_none_before_message_start() -> None:
     assert StreamTranslator(created=CREATED, include_usage=True, model="m").usage is None
 

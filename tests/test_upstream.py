@@ -4,6 +4,9 @@ load shedding. Sleeps go to a fake clock, so timing bounds are checked without w
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import gzip
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,8 +15,9 @@ import orjson
 import pytest
 
 from proxy.config import Settings
-from proxy.errors import RateLimited, ServiceUnavailable, UpstreamAuthFailed, UpstreamTimeout
-from proxy.upstream import InProcessTransport, Upstream, UpstreamReply, UpstreamStream
+from proxy.errors import RateLimited, ServiceUnavailable, UpstreamAuthFailed, UpstreamRejected, UpstreamTimeout
+from proxy.translate.errors import from_upstream
+from proxy.upstream import InProcessTransport, Scrubber, Upstream, UpstreamReply, UpstreamStream
 
 pytestmark = pytest.mark.anyio
 
@@ -282,3 +286,173 @@ async def test_stream_error_status_is_retried_then_returned(clock: FakeClock) ->
     assert result.status == 529
     assert fake.attempts == 2
     assert upstream.in_flight == 0
+
+
+# --- hostile retry hints -----------------------------------------------------------------------
+
+
+async def test_retry_after_inf_rests_the_key_a_finite_time_and_later_requests_still_work(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", retry_after="inf"))
+    upstream = make(fake, clock)
+    assert (await upstream.request("POST", "/v1/messages", b"{}")).status == 429
+    # Not a hint at all: the key rests the default second, and the next request is served as usual.
+    fake.replies = [Reply()]
+    clock.now += 1.0
+    assert (await upstream.request("POST", "/v1/messages", b"{}")).status == 200
+
+
+@pytest.mark.parametrize("hint", [{"retry_after": "1e308"}, {"retry_after_ms": "1e999"}, {"retry_after": "9" * 30}])
+async def test_an_absurd_retry_after_is_clamped_for_the_key_and_for_the_client(
+    clock: FakeClock, hint: dict[str, str]
+) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", **hint))
+    upstream = make(fake, clock)
+    reply = await upstream.request("POST", "/v1/messages", b"{}")
+    assert reply.status == 429
+    assert reply.headers["retry-after"] == "3600"  # what the native routes pass on
+    assert from_upstream(reply.status, reply.body, reply.headers).headers == {"Retry-After": "3600"}
+    with pytest.raises(RateLimited) as raised:  # the key rests an hour, not 10**308 seconds
+        await upstream.request("POST", "/v1/messages", b"{}")
+    assert raised.value.headers["retry-after"] == "3600"
+    clock.now += 3601
+    fake.replies = [Reply()]
+    assert (await upstream.request("POST", "/v1/messages", b"{}")).status == 200
+
+
+async def test_the_longest_retry_hint_believed_is_a_setting(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(429, "rate_limit_error", retry_after="86400"))
+    upstream = make(fake, clock, max_retry_hint=120)
+    assert (await upstream.request("POST", "/v1/messages", b"{}")).headers["retry-after"] == "120"
+    with pytest.raises(RateLimited) as raised:
+        await upstream.request("POST", "/v1/messages", b"{}")
+    assert raised.value.headers["retry-after"] == "120"
+
+
+async def test_a_malformed_retry_after_ms_falls_back_to_retry_after_for_the_wait(clock: FakeClock) -> None:
+    fake = FakeUpstream(error(529, "overloaded_error", retry_after_ms="inf", retry_after="2"), Reply())
+    await make(fake, clock).request("POST", "/v1/messages", b"{}")
+    assert clock.slept == [2.0]
+
+
+async def test_an_http_date_retry_after_is_a_wait_until_that_date(clock: FakeClock) -> None:
+    soon = email.utils.formatdate(time.time() + 5, usegmt=True)
+    fake = FakeUpstream(error(529, "overloaded_error", retry_after=soon), Reply())
+    await make(fake, clock).request("POST", "/v1/messages", b"{}")
+    assert len(clock.slept) == 1 and 3.0 <= clock.slept[0] <= 5.0
+
+
+# --- what comes back is bounded -------------------------------------------------------------------
+
+
+async def test_a_body_over_max_response_bytes_is_rejected_and_not_retried(clock: FakeClock) -> None:
+    fake = FakeUpstream(Reply(chunks=[b"x" * 1024] * 100))
+    upstream = make(fake, clock, max_response_bytes=64 * 1024)
+    with pytest.raises(UpstreamRejected, match=r"upstream\.max_response_bytes \(65536 bytes\)"):
+        await upstream.request("POST", "/v1/messages", b"{}")
+    assert fake.attempts == 1
+    assert upstream.in_flight == 0
+
+
+async def test_a_body_at_max_response_bytes_is_read_whole(clock: FakeClock) -> None:
+    fake = FakeUpstream(Reply(chunks=[b"x" * 1024] * 64))
+    reply = await make(fake, clock, max_response_bytes=64 * 1024).request("POST", "/v1/messages", b"{}")
+    assert reply.body == b"x" * 64 * 1024
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_rejected_without_following_it(clock: FakeClock, status: int) -> None:
+    fake = FakeUpstream(Reply(status, b"", {"location": "http://elsewhere.invalid/v1/messages"}))
+    upstream = make(fake, clock)
+    with pytest.raises(UpstreamRejected, match=rf"redirect \(HTTP {status}\)"):
+        await upstream.request("POST", "/v1/messages", b"{}")
+    with pytest.raises(UpstreamRejected):
+        await upstream.open_stream("/v1/messages", b"{}")
+    assert fake.attempts == 2  # one each, nothing retried and nothing sent elsewhere
+    assert upstream.in_flight == 0
+
+
+async def test_a_compressed_body_is_rejected(clock: FakeClock) -> None:
+    fake = FakeUpstream(Reply(200, gzip.compress(OK_BODY), {"content-encoding": "gzip"}))
+    with pytest.raises(UpstreamRejected, match="gzip-encoded"):
+        await make(fake, clock).request("POST", "/v1/messages", b"{}")
+
+
+async def test_the_upstream_is_asked_for_uncompressed_bodies(clock: FakeClock) -> None:
+    seen: list[dict[bytes, bytes]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(dict(scope["headers"]))
+        await FakeUpstream(Reply())(scope, receive, send)
+
+    settings = Settings(anthropic_api_key="key-aaaa-1111", anthropic_base_url="http://upstream")
+    upstream = Upstream(settings, transport=InProcessTransport(app), sleep=clock.sleep, clock=clock)
+    await upstream.request("POST", "/v1/messages", b"{}")
+    assert seen[0][b"accept-encoding"] == b"identity"
+
+
+# --- the upstream's request id ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "passed_on"),
+    [
+        ("req_011CSHoEeqs5C35K2UUqR7Fy", "req_011CSHoEeqs5C35K2UUqR7Fy"),
+        ("a.b:c-d_9", "a.b:c-d_9"),
+        ("req_€", None),
+        ("req ü", None),
+        ("r" * 129, None),
+        ("", None),
+        ("req;injected=1", None),
+    ],
+)
+async def test_only_a_sane_request_id_is_passed_on(clock: FakeClock, raw: str, passed_on: str | None) -> None:
+    fake = FakeUpstream(Reply(headers={"request-id": raw}, chunks=STREAM_OK))
+    upstream = make(fake, clock)
+    assert (await upstream.request("POST", "/v1/messages", b"{}")).request_id == passed_on
+    stream = await upstream.open_stream("/v1/messages", b"{}")
+    assert isinstance(stream, UpstreamStream)
+    assert stream.request_id == passed_on
+    await stream.aclose()
+
+
+# --- scrubbing the upstream keys ---------------------------------------------------------------------
+
+KEY = "sk-ant-api03-secret-0123456789abcdef"
+
+
+async def test_an_error_body_quoting_an_upstream_key_is_scrubbed(clock: FakeClock) -> None:
+    quoted = orjson.dumps({"type": "error", "error": {"type": "permission_error", "message": f"key {KEY} denied"}})
+    fake = FakeUpstream(Reply(403, quoted))
+    reply = await make(fake, clock, keys=f"{KEY},sk-ant-other-key-99").request("POST", "/v1/messages", b"{}")
+    assert KEY.encode() not in reply.body
+    assert b"key [redacted] denied" in reply.body
+
+
+@pytest.mark.parametrize("cut", range(1, len(KEY)))
+def test_a_key_cut_by_chunk_boundaries_is_still_scrubbed(cut: int) -> None:
+    body = b'data: {"message": "' + KEY.encode() + b'"}\n\n'
+    start = body.index(KEY.encode())
+    scrubbing = Scrubber([KEY]).stream()
+    out = scrubbing.feed(body[: start + cut]) + scrubbing.feed(body[start + cut :]) + scrubbing.flush()
+    assert out == b'data: {"message": "[redacted]"}\n\n'
+
+
+def test_the_start_of_a_key_at_the_end_of_a_body_is_held_then_flushed() -> None:
+    scrubbing = Scrubber([KEY]).stream()
+    assert scrubbing.feed(b"event: ping\n\n") == b"event: ping\n\n"  # a whole event is never held
+    assert scrubbing.feed(b"...sk-ant") == b"..."
+    assert scrubbing.feed(b"-other") == b"sk-ant-other"
+    assert scrubbing.feed(b"sk-") == b""
+    assert scrubbing.flush() == b"sk-"
+
+
+def test_transport_error_text_loses_the_keys_and_the_upstream_address() -> None:
+    scrubber = Scrubber([KEY], "http://10.0.3.7:8443")
+    text = f"400, message='bad header: {KEY}', url='http://10.0.3.7:8443/v1/messages' peer 10.0.3.7:8443"
+    cleaned = scrubber.text(text)
+    assert KEY not in cleaned and "10.0.3.7" not in cleaned and "8443" not in cleaned, cleaned
+
+
+def test_secrets_too_short_to_be_keys_are_not_scrubbed() -> None:
+    assert Scrubber(["abc"]).scrub(b"abcabc") == b"abcabc"
+    assert Scrubber([KEY]).scrub(KEY.encode() * 2) == b"[redacted][redacted]"

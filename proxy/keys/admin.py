@@ -9,8 +9,11 @@
                                     the usage ledger (default: this UTC month), with totals
 
 The admin key (``PROXY_ADMIN_KEY``) goes in ``Authorization: Bearer …`` or ``x-api-key`` and is
-compared in constant time. Client keys are refused (403). Without an admin key configured every
-admin route answers 403 ``admin_disabled``. Errors are OpenAI-shaped, like the rest of the gateway.
+compared in constant time. Any other key, a client key included, gets the same 401, and counts as a
+bad key in the gateway's throttle (`proxy.abuse`), shared with the client routes: the admin API
+must not tell real client keys from guesses, nor answer guesses faster than the rest. Without an
+admin key configured every admin route answers 403 ``admin_disabled``. Errors are OpenAI-shaped,
+like the rest of the gateway.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from proxy.abuse import BadKeyThrottle, refuse_if_throttled
 from proxy.auth import presented_key
 from proxy.errors import (
     AuthenticationFailed,
@@ -42,20 +46,31 @@ from proxy.keys.store import KeyExists, KeyNotFound, KeyRevoked, StoreError, Usa
 log = logging.getLogger("proxy.keys.admin")
 
 MAX_BODY = 64 * 1024
+# The name the admin key goes by in the throttle's memory: not a valid client key name (NAME_RE).
+ADMIN_NAME = "<admin>"
 ServiceRef = KeyService | Callable[[Request], KeyService]
+ThrottleRef = BadKeyThrottle | Callable[[Request], BadKeyThrottle]
 Handler = Callable[[KeyService, Request], Awaitable[Response]]
 
 
-def routes(service: ServiceRef) -> list[BaseRoute]:
+def routes(service: ServiceRef, throttle: ThrottleRef | None = None) -> list[BaseRoute]:
     """The admin routes, already mounted at ``/admin``. ``service`` is the ``KeyService``, or a
     function of the request returning it (when the service is opened in the app's lifespan, after
-    the routes are built: ``routes(lambda request: request.app.state.keys)``)."""
+    the routes are built: ``routes(lambda request: request.app.state.keys)``). ``throttle``, the
+    same way, is the bad-key throttle to count wrong admin keys in: the gateway passes its own, so
+    that guesses here and on the client routes share one budget; without one the admin routes
+    keep a throttle of their own."""
+    own_throttle = BadKeyThrottle()
 
     def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             try:
                 keys = service if isinstance(service, KeyService) else service(request)
-                _guard(keys, request)
+                if throttle is None:
+                    bad_keys = own_throttle
+                else:
+                    bad_keys = throttle if isinstance(throttle, BadKeyThrottle) else throttle(request)
+                _guard(keys, bad_keys, request)
                 return await handler(keys, request)
             except ProxyError as exc:
                 return _error(exc)
@@ -84,7 +99,7 @@ def routes(service: ServiceRef) -> list[BaseRoute]:
     ]
 
 
-def _guard(keys: KeyService, request: Request) -> None:
+def _guard(keys: KeyService, bad_keys: BadKeyThrottle, request: Request) -> None:
     if not keys.admin_enabled:
         raise PermissionDenied(
             "The admin API is disabled: set PROXY_ADMIN_KEY (or `admin_key:` in the config file) to enable it.",
@@ -95,11 +110,13 @@ def _guard(keys: KeyService, request: Request) -> None:
             "Missing admin key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
             code="missing_api_key",
         )
-    verdict = keys.is_admin(request.headers)
-    if verdict is False:
-        raise PermissionDenied("Client keys cannot use the admin API; send the admin key.", code="admin_key_required")
-    if verdict is None:
-        raise AuthenticationFailed("Incorrect admin key provided.")
+    address = request.client.host if request.client else None
+    if keys.is_admin(request.headers) is True:
+        refuse_if_throttled(bad_keys.refuse_valid_key(address, ADMIN_NAME))
+        return
+    # A client key and a guess get the same answer, and both count as a bad admin key.
+    refuse_if_throttled(bad_keys.refuse_bad_key(address))
+    raise AuthenticationFailed("Incorrect admin key provided.")
 
 
 def _json(body: Any, status: int = 200, *, no_store: bool = False) -> Response:

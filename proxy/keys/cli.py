@@ -28,8 +28,17 @@ import orjson
 from pydantic import ValidationError
 
 from proxy.keys.admin import usage_summary
-from proxy.keys.model import ClientKeyRecord, NewKey, hash_secret, iso, new_record
-from proxy.keys.store import KeyExists, KeyStore, StoreError, day_of, open_store, redact_url
+from proxy.keys.model import STATIC_NAME_RE, ClientKeyRecord, NewKey, hash_secret, iso, new_record
+from proxy.keys.store import (
+    KeyExists,
+    KeyNotFound,
+    KeyRevoked,
+    KeyStore,
+    StoreError,
+    day_of,
+    open_store,
+    redact_url,
+)
 
 
 class CommandError(Exception):
@@ -47,7 +56,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="YAML settings file (default: $PROXY_CONFIG)")
     common.add_argument("--store", help="key store URL (default: PROXY_STORE or the config's `store`)")
-    commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND")
 
     create = commands.add_parser("create", parents=[common], help="create a key and print its secret")
     create.add_argument("--name", required=True, help="unique name: letters, digits, '.', '_', '-'")
@@ -78,12 +87,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     commands.add_parser("hash", help="read a secret on stdin and print its SHA-256, for `sha256:` in client_keys")
 
-    keys.set_defaults(handler=handle)
+    keys.set_defaults(handler=handle, keys_help=keys.print_help)
     return keys
 
 
 def handle(args: argparse.Namespace) -> int:
     """Runs a parsed ``keys`` command. Reads the store URL from ``--store`` or the settings."""
+    if args.keys_command is None:  # bare `keys`: list the commands
+        args.keys_help()
+        return 0
     if args.keys_command == "hash":
         return _hash(sys.stdin, sys.stdout)
     store_url, config_names = _settings(args)
@@ -119,6 +131,7 @@ async def _run(args: argparse.Namespace, store_url: str, config_names: set[str],
             if args.name in config_names:
                 raise CommandError(f"the key {args.name!r} is declared in the config file; change it there")
             if command == "revoke":
+                await _refuse_if_revoked(store, args.name)
                 record = await store.revoke_key(args.name, datetime.now(UTC))
                 print(f"Revoked key {record.name!r}. Running gateways refuse it within a few seconds.", file=out)
             else:
@@ -126,10 +139,18 @@ async def _run(args: argparse.Namespace, store_url: str, config_names: set[str],
                 print(f"Key {record.name!r} is {'enabled' if record.enabled else 'disabled'}.", file=out)
             return 0
         if command == "usage":
-            return await _usage(args, store, out)
+            return await _usage(args, store, config_names, out)
         raise CommandError(f"unknown command {command!r}")
     finally:
         await store.aclose()
+
+
+async def _refuse_if_revoked(store: KeyStore, name: str) -> None:
+    """Revoking twice is an error to the operator (it changes nothing), like revoking a missing key;
+    the store itself keeps revocation idempotent for the admin API's DELETE."""
+    record = await store.get_key(name)
+    if record is not None and record.revoked_at is not None:
+        raise KeyRevoked(f"the key {name!r} was already revoked at {iso(record.revoked_at)}")
 
 
 def _spec(args: argparse.Namespace) -> NewKey:
@@ -244,11 +265,13 @@ def _date(value: str | None, default: str, flag: str) -> str:
         raise CommandError(f"{flag} expects a date as YYYY-MM-DD, not {value!r}") from None
 
 
-async def _usage(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
+async def _usage(args: argparse.Namespace, store: KeyStore, config_names: set[str], out: TextIO) -> int:
     today = day_of(time.time())
     since = _date(args.since, today[:8] + "01", "--since")
     until = _date(args.until, today, "--until")
     rows = await store.usage(args.name, since, until)
+    if args.name is not None and not rows and not await _known(store, config_names, args.name):
+        raise KeyNotFound(f"no key named {args.name!r}")
     totals = usage_summary(rows)
     if args.json:
         body = {"key": args.name, "since": since, "until": until, "data": [r.view() for r in rows], "totals": totals}
@@ -285,6 +308,12 @@ async def _usage(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
     )
     _table(header, table, out)
     return 0
+
+
+async def _known(store: KeyStore, config_names: set[str], name: str) -> bool:
+    """A key the store or the config file holds, or one of PROXY_API_KEYS (``key-N``), which are in
+    neither: usage may still name them (and keys since removed from the config file)."""
+    return name in config_names or STATIC_NAME_RE.fullmatch(name) is not None or await store.get_key(name) is not None
 
 
 def _hash(stdin: TextIO, out: TextIO) -> int:

@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SECRET_PREFIX = "sk-cp-"
 _BASE62 = string.digits + string.ascii_letters
 _SECRET_CHARS = 43  # 43 base62 characters carry 256 bits
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-STATIC_NAME_RE = re.compile(r"^key-[0-9]+$")  # the names PROXY_API_KEYS keys go by
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Used with ``fullmatch`` only: ``$`` in ``match`` also accepts a trailing "\n" ("team\n" would pass
+# as a name that the CLI shows as "team" and no admin URL can reach).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STATIC_NAME_RE = re.compile(r"key-[0-9]+")  # the names PROXY_API_KEYS keys go by
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_METADATA_BYTES = 8192
 
 KeyStatus = Literal["active", "disabled", "expired", "revoked"]
@@ -59,11 +61,16 @@ def iso(moment: datetime | None) -> str | None:
 def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is in the year 10000 in UTC; a ValueError is a 400
+        raise ValueError("the moment is outside the years 1-9999 once converted to UTC") from None
 
 
 def _not_static_name(name: str) -> str:
-    if STATIC_NAME_RE.match(name):
+    if STATIC_NAME_RE.fullmatch(name):
         raise ValueError(f"the name {name!r} is reserved for the keys in PROXY_API_KEYS (key-1, key-2, …)")
     return name
 
@@ -98,7 +105,7 @@ class KeyFields(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError("a key name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return value
 
@@ -162,7 +169,7 @@ class ClientKeyRecord(KeyFields):
     @classmethod
     def _digest(cls, value: str) -> str:
         value = value.strip().lower()
-        if not _HEX64.match(value):
+        if not _HEX64.fullmatch(value):
             raise ValueError("a key digest is 64 lowercase hex characters (SHA-256)")
         return value
 
@@ -249,7 +256,7 @@ class ClientKeyConfig(KeyFields):
     def _one_secret_source(self) -> ClientKeyConfig:
         if (self.secret_env is None) == (self.sha256 is None):
             raise ValueError(f"client key {self.name!r}: give exactly one of `secret_env:` or `sha256:`")
-        if self.sha256 is not None and not _HEX64.match(self.sha256.strip().lower()):
+        if self.sha256 is not None and not _HEX64.fullmatch(self.sha256.strip().lower()):
             raise ValueError(f"client key {self.name!r}: `sha256:` must be 64 hex characters")
         return self
 

@@ -4,14 +4,19 @@ Blocking calls run in a worker thread (``asyncio.to_thread``) behind one lock, s
 never waits on the disk; the gateway touches the file only to refresh its key cache (a one-row
 version read per second) and to write the usage ledger in the background.
 
-Rate windows live in this process's memory: with several processes on one file (``--workers N``)
-each enforces rpm/tpm on its own, while budgets follow the shared ledger within a second or two.
-Use the Redis store to enforce limits exactly across processes or machines.
+Rate windows and budget reservations live in this process's memory, so limits hold for one gateway
+process per file: two processes on one file would each admit up to a key's whole rpm, tpm and budget
+(they see each other's usage only through the ledger, a second or more late). ``serve`` therefore
+claims the file with :func:`claim_for_gateway` at start-up and refuses ``--workers N`` on SQLite,
+unless ``allow_per_process_limits`` accepts per-process limits. Limits shared by several processes or
+machines need the Redis store. (Exact budgets on a shared file would take a write transaction per
+request; the claim costs nothing per request.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sqlite3
 import threading
@@ -77,6 +82,37 @@ ON CONFLICT (key, model, day) DO UPDATE SET
 """
 
 _USAGE_COLUMNS = "key, model, day, requests, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_usd"
+
+
+class StoreInUse(StoreError):
+    """Another gateway process serves from this SQLite file."""
+
+
+_claims: list[int] = []  # open, locked descriptors: the kernel releases them when the process ends
+
+
+def claim_for_gateway(path: str | os.PathLike[str]) -> None:
+    """Marks the SQLite store at ``path`` as served by this process until it exits (a crash or a
+    SIGKILL included: the lock is the kernel's). Raises ``StoreInUse`` naming the process that holds
+    it. The CLI never claims: it may write to a file a gateway serves from.
+
+    The lock is ``flock`` on a file beside the store, not on the store itself: closing any descriptor
+    of the database would drop the POSIX locks SQLite holds on it in this process."""
+    lock_path = Path(f"{path}-gateway.lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create the gateway lock {lock_path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreInUse(f"another gateway (pid {holder}) serves from the SQLite key store {path}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _claims.append(fd)
 
 
 class SQLiteStore(KeyStore):

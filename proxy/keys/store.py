@@ -181,17 +181,35 @@ def sqlite_path(url: str) -> str:
     return url
 
 
+_SECRET_QUERY_WORDS = ("pass", "secret", "token", "key", "auth", "cred")
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
+    """The URL safe to print or log: a password (``user:pw@``, or a lone ``token@``) becomes ``***``,
+    and so does the value of any query parameter named like a secret (redis-py reads ``?password=``).
+    A plain file path comes back unchanged."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "<unparseable store URL>"
-    if parts.password is None:
+        return "<unparseable URL>"
+    if not parts.scheme or "://" not in url:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    masked = parts
+    host = parts.netloc.rpartition("@")[2]
+    if parts.password is not None:
+        masked = masked._replace(netloc=f"{parts.username or ''}:***@{host}")
+    elif "@" in parts.netloc:
+        masked = masked._replace(netloc=f"***@{host}")
+    if parts.query:
+        masked = masked._replace(query="&".join(_redact_param(pair) for pair in parts.query.split("&")))
+    # Rebuilt only when something was masked: urlunsplit would drop the empty host of sqlite:////abs.db.
+    return url if masked == parts else urlunsplit(masked)
+
+
+def _redact_param(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    secret = equals and any(word in name.lower() for word in _SECRET_QUERY_WORDS)
+    return f"{name}=***" if secret else pair
 
 
 def open_store(url: str, *, create: bool = True) -> KeyStore:

@@ -8,15 +8,25 @@ other 4xx → `InvalidRequest` with that status, anything else → `UpstreamErro
 
 Messages: a 4xx keeps upstream's wording (it names the field at fault, e.g. ``messages.1.content``;
 ``param`` stays None because that path is in Anthropic's request, not the client's); a 5xx says
-which status upstream answered, since the client sees a different one; a 401 never repeats
-upstream's text, which may quote the key. Bodies that are not JSON are reduced to a short excerpt.
+which status upstream answered, since the client sees a different one; a 401 says it is the
+gateway's key that was refused, not the client's. Bodies that are not JSON are reduced to a short
+excerpt. Upstream text arrives here already scrubbed of the gateway's upstream keys: every byte
+the upstream sends passes `proxy.upstream.Scrubber` at the boundary, whatever maps it next.
+
+Retry hints: `retry_after_seconds` is the one parser of ``retry-after-ms`` / ``retry-after``
+(seconds or an HTTP-date), for the key pool's resting, the retry waits and the ``Retry-After``
+a client is given. It believes only a plain, finite, non-negative number (no ``inf``, ``nan``,
+exponent or sign), clamped to ``upstream.max_retry_hint``.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -35,7 +45,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 
-__all__ = ["from_error_event", "from_upstream", "status_of_error_event"]
+__all__ = ["RETRY_HINT_LIMIT", "from_error_event", "from_upstream", "retry_after_seconds", "status_of_error_event"]
 
 _BY_STATUS: dict[int, type[ProxyError]] = {
     400: InvalidRequest,
@@ -74,6 +84,12 @@ _UPSTREAM_AUTH_MESSAGE = (
 )
 _MAX_MESSAGE = 2000
 _MAX_EXCERPT = 200
+# The default of `upstream.max_retry_hint`: no upstream hint is believed beyond an hour.
+RETRY_HINT_LIMIT = 3600.0
+# delay-seconds (RFC 9110 §10.2.3), with the decimals (and, leniently, the exponent) a number may
+# carry: ASCII digits only, no sign, so that `inf`, `nan`, `-5` and full-width digits are no hint at all. A
+# number too large for a float (`1e999`) is merely long: `retry_after_seconds` clamps it.
+_DELAY = re.compile(r"[0-9]{1,32}(?:\.[0-9]{0,32})?(?:[eE][+-]?[0-9]{1,4})?")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
 
@@ -185,20 +201,51 @@ def _truncate(text: str, limit: int) -> str:
 
 
 def _retry_after(headers: Mapping[str, str]) -> str | None:
-    """Whole seconds, rounded up, from ``retry-after-ms`` (preferred) or ``retry-after``.
+    """The ``Retry-After`` for the client: whole seconds, rounded up."""
+    seconds = retry_after_seconds(headers)
+    return None if seconds is None else str(math.ceil(seconds))
 
-    An HTTP-date ``retry-after`` is ignored: Anthropic sends seconds, and turning a date into a
-    delay needs a clock, which this module does not read.
+
+def retry_after_seconds(
+    headers: Mapping[str, str], *, limit: float = RETRY_HINT_LIMIT, clock: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds the upstream asked us to wait, finite and at most ``limit``; None without a usable hint.
+
+    ``retry-after-ms`` wins over ``retry-after`` (Anthropic sends both; the first is finer); a
+    malformed one falls back to the other. ``retry-after`` may be an HTTP-date, read against
+    ``clock`` (wall-clock seconds); a date in the past means no wait.
     """
-    lowered = {k.lower(): v for k, v in headers.items() if k.lower() in ("retry-after", "retry-after-ms")}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = lowered.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return str(math.ceil(seconds))
-    return None
+    millis = _delay(_header(headers, "retry-after-ms"))
+    if millis is not None:
+        return min(millis / 1000, limit)
+    raw = _header(headers, "retry-after")
+    if raw is None:
+        return None
+    seconds = _delay(raw)
+    if seconds is None:
+        seconds = _date_delay(raw, clock)
+    return None if seconds is None else min(seconds, limit)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):  # a plain dict is not case-insensitive as HTTP headers are
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def _delay(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    return float(text) if _DELAY.fullmatch(text) else None  # finite, or +inf for `1e999`: min() clamps both
+
+
+def _date_delay(raw: str, clock: Callable[[], float]) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # a "-0000" zone: UTC, says RFC 5322
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - clock())

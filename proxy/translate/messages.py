@@ -11,6 +11,9 @@ cannot see in its own body:
 - turns alternate: consecutive turns of one role are merged, `tool_result` blocks first;
 - a final assistant turn (prefill) must not end in whitespace, and some models refuse it.
 
+Every step is linear in the request (a body of tens of thousands of tool results is translated on
+the event loop), and how much a request may hold is bounded by limits the caller passes in.
+
 The small error helpers at the end are shared with `request.py`; their wording and codes follow
 the OpenAI API's own 400s (``invalid_type``, ``missing_required_parameter`` …).
 """
@@ -19,13 +22,19 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import orjson
 
 from proxy.errors import InvalidRequest
 
-__all__ = ["THINKING_TYPES", "convert_messages"]
+__all__ = [
+    "DEFAULT_MAX_CONTENT_BLOCKS",
+    "DEFAULT_MAX_MESSAGES",
+    "MAX_MODEL_NAME_LENGTH",
+    "THINKING_TYPES",
+    "convert_messages",
+]
 
 Block = dict[str, Any]
 Turn = dict[str, Any]
@@ -33,11 +42,29 @@ Turn = dict[str, Any]
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 THINKING_TYPES = frozenset({"thinking", "redacted_thinking"})
 
+# The Messages API's own limit ("a limit of 100,000 messages in a single request"): past it the
+# request would fail upstream anyway, after the gateway had done all the work of translating it.
+DEFAULT_MAX_MESSAGES: Final = 100_000
+# Content parts, tool calls and thinking blocks in all messages together: two for each message the
+# API allows. The body size limit bounds this too, but this one fails early and says why.
+DEFAULT_MAX_CONTENT_BLOCKS: Final = 200_000
+# Model ids and aliases are a few dozen characters; the requested name labels metrics and log
+# lines, which must not grow with what a client sends (100 KB names made /metrics 235 MB).
+MAX_MODEL_NAME_LENGTH: Final = 256
 
-def convert_messages(raw: Any, *, model: str, prefill: bool) -> tuple[list[Block], list[Turn]]:
+
+def convert_messages(
+    raw: Any,
+    *,
+    model: str,
+    prefill: bool,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+    max_content_blocks: int = DEFAULT_MAX_CONTENT_BLOCKS,
+) -> tuple[list[Block], list[Turn]]:
     """The `system` text blocks and the `messages` turns for the client's `messages` list.
 
-    `prefill` says whether `model` accepts a final assistant turn (from the model table).
+    `prefill` says whether `model` accepts a final assistant turn (from the model table);
+    `max_messages` and `max_content_blocks` bound what the list may hold (`InvalidRequest` past them).
     """
     if not isinstance(raw, list):
         if raw is None:
@@ -45,7 +72,8 @@ def convert_messages(raw: Any, *, model: str, prefill: bool) -> tuple[list[Block
         invalid_type("messages", "an array", raw)
     if not raw:
         invalid_value("messages", "expected at least one message.")
-    conversation = _Conversation()
+    check_length("messages", len(raw), max_messages, "max_messages")
+    conversation = _Conversation(max_content_blocks)
     for index, message in enumerate(raw):
         path = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -62,73 +90,105 @@ def convert_messages(raw: Any, *, model: str, prefill: bool) -> tuple[list[Block
                 f"{role!r}. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.",
             )
         handler(message, path, index, conversation)
-    conversation.finish(model=model, prefill=prefill)
-    return conversation.system, conversation.turns
+    turns = conversation.finish(model=model, prefill=prefill)
+    return conversation.system, turns
+
+
+# The blocks the API wants first in a turn of each role: tool results before anything else in a
+# user turn, thinking before anything else in an assistant turn (each kept in its own order).
+_LEADING: Final[dict[str, frozenset[str]]] = {"user": frozenset({"tool_result"}), "assistant": THINKING_TYPES}
+
+
+class _Turn:
+    """One upstream turn being built from one or more consecutive client messages.
+
+    The blocks that lead the turn are kept apart from the rest as they arrive, so that merging a
+    message is proportional to that message alone; the turn is put in order once, at the end.
+    (Re-sorting the merged turn on every message made 20,000 tool results take 20 seconds.)
+    """
+
+    __slots__ = ("leading", "rest", "role", "source")
+
+    def __init__(self, role: str, source: int) -> None:
+        self.role = role
+        self.source = source  # index of the last client message merged into this turn
+        self.leading: list[Block] = []
+        self.rest: list[Block] = []
+
+    def extend(self, blocks: list[Block]) -> None:
+        leading = _LEADING[self.role]
+        for block in blocks:
+            (self.leading if block["type"] in leading else self.rest).append(block)
+
+    def content(self) -> list[Block]:
+        return self.leading + self.rest
 
 
 class _Conversation:
-    """The turns built so far, with what merging and legacy function calls need to remember."""
+    """The turns built so far, with what merging, legacy function calls and the limits need."""
 
-    __slots__ = ("function_calls", "sources", "system", "turns")
+    __slots__ = ("blocks_left", "function_calls", "max_content_blocks", "system", "turns")
 
-    def __init__(self) -> None:
+    def __init__(self, max_content_blocks: int) -> None:
         self.system: list[Block] = []
-        self.turns: list[Turn] = []
-        self.sources: list[int] = []  # per turn: index of the last client message merged into it
-        self.function_calls: list[tuple[str, str]] = []  # legacy (name, id) still awaiting a result
+        self.turns: list[_Turn] = []
+        # Legacy calls still awaiting a result: call ids by function name, the most recent last.
+        self.function_calls: dict[str, list[str]] = {}
+        self.max_content_blocks = max_content_blocks
+        self.blocks_left = max_content_blocks
+
+    def count(self, value: Any, path: str) -> None:
+        """Charge a content field to the request's block budget, before it is converted: an array
+        counts its items (each becomes at most one block), anything else one."""
+        self.blocks_left -= len(value) if isinstance(value, list) else 1
+        if self.blocks_left < 0:
+            limit = self.max_content_blocks
+            raise InvalidRequest(
+                f"Invalid '{path}': too many content parts. A request may hold at most {limit} content "
+                f"parts, tool calls and thinking blocks in all its messages (the gateway's "
+                f"max_content_blocks is {limit}), and this one holds more.",
+                param=path,
+                code="array_above_max_length",
+            )
 
     def add(self, role: str, blocks: list[Block], index: int) -> None:
         if not blocks:
             return
-        if self.turns and self.turns[-1]["role"] == role:
-            content: list[Block] = self.turns[-1]["content"]
-            content.extend(blocks)
-            if role == "user" and blocks[0]["type"] == "tool_result":
-                # The API wants tool results before anything else in a user turn; sort is stable.
-                content.sort(key=_not_tool_result)
-            elif role == "assistant" and blocks[0]["type"] in THINKING_TYPES:
-                # And thinking first in an assistant turn, each kept in its original order.
-                content.sort(key=_not_thinking)
-            self.sources[-1] = index
-        else:
-            self.turns.append({"role": role, "content": blocks})
-            self.sources.append(index)
+        if not self.turns or self.turns[-1].role != role:
+            self.turns.append(_Turn(role, index))
+        turn = self.turns[-1]
+        turn.extend(blocks)
+        turn.source = index
 
-    def finish(self, *, model: str, prefill: bool) -> None:
+    def finish(self, *, model: str, prefill: bool) -> list[Turn]:
+        """The upstream turns, each in order, after the checks on the conversation's last turn."""
         if not self.turns:
             invalid_value("messages", "expected at least one user or assistant message with content.")
         last = self.turns[-1]
-        if last["role"] != "assistant":
-            return
-        content: list[Block] = last["content"]
-        if any(block["type"] == "tool_use" for block in content):
-            return  # an unanswered tool call, not a prefill: upstream judges it
-        # Echoed thinking only matters before a tool call; a prefill may not carry it (the API
-        # refuses thinking blocks in a final assistant turn), so it is dropped here.
-        content[:] = [block for block in content if block["type"] not in THINKING_TYPES]
-        if not content:
-            self.turns.pop()
-            self.sources.pop()
-            if not self.turns:
-                invalid_value("messages", "expected at least one user or assistant message with content.")
-            return
+        if last.role == "assistant" and all(block["type"] != "tool_use" for block in last.rest):
+            # A prefill, not an unanswered tool call (which upstream judges). Echoed thinking only
+            # matters before a tool call, and the API refuses it in a final assistant turn: drop it.
+            last.leading.clear()
+            if not last.rest:
+                self.turns.pop()
+                if not self.turns:
+                    invalid_value("messages", "expected at least one user or assistant message with content.")
+            else:
+                self._check_prefill(last, model=model, prefill=prefill)
+        return [{"role": turn.role, "content": turn.content()} for turn in self.turns]
+
+    @staticmethod
+    def _check_prefill(last: _Turn, *, model: str, prefill: bool) -> None:
         # Only text blocks are left, none of them blank, so stripping never empties the turn.
+        content = last.rest
         content[-1] = {**content[-1], "text": content[-1]["text"].rstrip()}
         if not prefill:
             raise InvalidRequest(
                 f"The model {model!r} does not accept prefill: the conversation must not end with "
                 "an assistant message. Remove the trailing assistant message.",
-                param=f"messages[{self.sources[-1]}]",
+                param=f"messages[{last.source}]",
                 code="unsupported_value",
             )
-
-
-def _not_tool_result(block: Block) -> bool:
-    return bool(block["type"] != "tool_result")
-
-
-def _not_thinking(block: Block) -> bool:
-    return block["type"] not in THINKING_TYPES
 
 
 # Roles ---------------------------------------------------------------------------------------
@@ -137,12 +197,14 @@ def _not_thinking(block: Block) -> bool:
 def _system(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
     # Hoisted wherever it appears: system and developer messages are both instructions.
     content = required(message, "content", path)
+    conversation.count(content, f"{path}.content")
     conversation.system.extend(_text_blocks(content, f"{path}.content", refusal=False))
 
 
 def _user(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
     content = required(message, "content", path)
     content_path = f"{path}.content"
+    conversation.count(content, content_path)
     if isinstance(content, str):
         blocks = _text(content)
     elif isinstance(content, list):
@@ -159,18 +221,22 @@ def _user(message: dict[str, Any], path: str, index: int, conversation: _Convers
 
 
 def _assistant(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
+    # The upstream turn keeps the order Claude wrote it in: thinking, then text, then tool calls.
     blocks: list[Block] = []
     thinking_blocks = message.get("thinking_blocks")
     if thinking_blocks is not None:
         # What the gateway emitted with an earlier answer (README, "Thinking round trip"): Claude's
-        # signed thinking, which must come back before the tool calls it led to.
+        # signed thinking, which must come back before the text and tool calls it led to.
+        thinking_path = f"{path}.thinking_blocks"
         if not isinstance(thinking_blocks, list):
-            invalid_type(f"{path}.thinking_blocks", "an array", thinking_blocks)
+            invalid_type(thinking_path, "an array", thinking_blocks)
+        conversation.count(thinking_blocks, thinking_path)
         for j, block in enumerate(thinking_blocks):
-            blocks.append(_thinking_block(block, f"{path}.thinking_blocks[{j}]"))
+            blocks.append(_thinking_block(block, f"{thinking_path}[{j}]"))
     content = message.get("content")
     if content is not None:
-        blocks = _text_blocks(content, f"{path}.content", refusal=True)
+        conversation.count(content, f"{path}.content")
+        blocks.extend(_text_blocks(content, f"{path}.content", refusal=True))
     refusal = message.get("refusal")
     if refusal is not None:
         # An echoed OpenAI refusal (content null, refusal set) is what the model said: keep it as text.
@@ -181,6 +247,7 @@ def _assistant(message: dict[str, Any], path: str, index: int, conversation: _Co
     if tool_calls is not None:
         if not isinstance(tool_calls, list):
             invalid_type(f"{path}.tool_calls", "an array", tool_calls)
+        conversation.count(tool_calls, f"{path}.tool_calls")
         for j, call in enumerate(tool_calls):
             blocks.append(_tool_use(call, f"{path}.tool_calls[{j}]"))
     function_call = message.get("function_call")
@@ -188,7 +255,7 @@ def _assistant(message: dict[str, Any], path: str, index: int, conversation: _Co
         # Legacy calls carry no id: synthesize one from the message index, stable across retries.
         call_id = f"call_{index}"
         block = _function_use(function_call, call_id, f"{path}.function_call")
-        conversation.function_calls.append((block["name"], call_id))
+        conversation.function_calls.setdefault(block["name"], []).append(call_id)
         blocks.append(block)
     conversation.add("assistant", blocks, index)
 
@@ -196,20 +263,20 @@ def _assistant(message: dict[str, Any], path: str, index: int, conversation: _Co
 def _tool(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
     tool_call_id = required_string(message, "tool_call_id", path)
     content = required(message, "content", path)
+    conversation.count(content, f"{path}.content")
     conversation.add("user", [_tool_result(tool_call_id, content, f"{path}.content")], index)
 
 
 def _function(message: dict[str, Any], path: str, index: int, conversation: _Conversation) -> None:
     name = required_string(message, "name", path)
     # The most recent unanswered legacy call of that name is the one this message answers.
-    for k in range(len(conversation.function_calls) - 1, -1, -1):
-        if conversation.function_calls[k][0] == name:
-            call_id = conversation.function_calls.pop(k)[1]
-            break
-    else:
+    pending = conversation.function_calls.get(name)
+    if not pending:
         invalid_value(f"{path}.name", f"no earlier assistant message has a function_call named {name!r}.")
-    result = _tool_result(call_id, message.get("content"), f"{path}.content")
-    conversation.add("user", [result], index)
+    call_id = pending.pop()
+    content = message.get("content")
+    conversation.count(content, f"{path}.content")
+    conversation.add("user", [_tool_result(call_id, content, f"{path}.content")], index)
 
 
 _Role = Callable[[dict[str, Any], str, int, _Conversation], None]
@@ -488,6 +555,17 @@ def unsupported_value(param: str, detail: str) -> NoReturn:
     raise InvalidRequest(f"Unsupported value for '{param}': {detail}", param=param, code="unsupported_value")
 
 
+def check_length(param: str, length: int, limit: int, setting: str) -> None:
+    """400 when the array at `param` holds more than `limit` items; `setting` names the limit."""
+    if length > limit:
+        raise InvalidRequest(
+            f"Invalid '{param}': array too long. Expected an array with maximum length {limit} "
+            f"(the gateway's {setting}), but got an array with length {length} instead.",
+            param=param,
+            code="array_above_max_length",
+        )
+
+
 def missing(param: str) -> NoReturn:
     raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
 
@@ -517,7 +595,8 @@ def required_string(obj: dict[str, Any], key: str, path: str) -> str:
 
 def requested_model(body: Any) -> str:
     """The `model` a request body names: the body must be a JSON object and the model a non-empty
-    string. Shared by the chat translator and the native passthrough."""
+    string of at most `MAX_MODEL_NAME_LENGTH` characters. Shared by the chat translator and the
+    native passthrough, so that no route lets an unbounded name into metrics labels or logs."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
     requested = body.get("model")
@@ -527,4 +606,12 @@ def requested_model(body: Any) -> str:
         invalid_type("model", "a string", requested)
     if not requested:
         invalid_value("model", "expected a non-empty string.")
+    if len(requested) > MAX_MODEL_NAME_LENGTH:
+        # Not echoed back: the name is the very thing too long to repeat.
+        raise InvalidRequest(
+            f"Invalid 'model': string too long. Expected a string with maximum length "
+            f"{MAX_MODEL_NAME_LENGTH}, but got a string with length {len(requested)} instead.",
+            param="model",
+            code="string_above_max_length",
+        )
     return requested

@@ -19,7 +19,10 @@ from typing import Any, Final
 from proxy.errors import InvalidRequest
 from proxy.models import EFFORT_LEVELS, EffortLevel, ModelCaps, ModelTable
 from proxy.translate.messages import (
+    DEFAULT_MAX_CONTENT_BLOCKS,
+    DEFAULT_MAX_MESSAGES,
     THINKING_TYPES,
+    check_length,
     convert_messages,
     invalid_type,
     invalid_value,
@@ -28,10 +31,14 @@ from proxy.translate.messages import (
     unsupported_value,
 )
 
-__all__ = ["OMIT", "PARAMS", "Param", "TranslatedRequest", "to_messages_request"]
+__all__ = ["DEFAULT_MAX_TOOLS", "OMIT", "PARAMS", "Param", "TranslatedRequest", "to_messages_request"]
 
 OMIT: Final = object()
 """Returned by a converter when the parameter adds nothing to the upstream body."""
+
+# Tool definitions a request may carry. Real clients send tens, agents with many MCP servers a few
+# hundred, and Anthropic documents catalogues of thousands (for its tool search): 10,000 leaves room.
+DEFAULT_MAX_TOOLS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,7 @@ class Context:
     caps: ModelCaps
     upstream: dict[str, Any]
     max_n: int = 8
+    max_tools: int = DEFAULT_MAX_TOOLS
     include_usage: bool = False
     n: int = 1
     max_tokens_given: bool = False  # the client named max_tokens / max_completion_tokens
@@ -73,21 +81,38 @@ class Param:
     default: Callable[[ModelCaps], Any] | None = None  # fills `target` when the parameter is absent
 
 
-def to_messages_request(body: Any, table: ModelTable, *, max_n: int = 8, auto_cache: bool = False) -> TranslatedRequest:
+def to_messages_request(
+    body: Any,
+    table: ModelTable,
+    *,
+    max_n: int = 8,
+    auto_cache: bool = False,
+    max_messages: int = DEFAULT_MAX_MESSAGES,
+    max_content_blocks: int = DEFAULT_MAX_CONTENT_BLOCKS,
+    max_tools: int = DEFAULT_MAX_TOOLS,
+) -> TranslatedRequest:
     """The Messages API request for an OpenAI chat request.
 
     `max_n` bounds `n` (the caller makes n upstream calls); `auto_cache` marks the stable prefix
-    for Anthropic's prompt cache on every request (see `_place_cache_breakpoints`).
+    for Anthropic's prompt cache on every request (see `_place_cache_breakpoints`). The other
+    `max_` limits bound what a request may hold: messages, content parts (with tool calls and
+    thinking blocks) in all of them, and tool definitions. The work done is linear in the body.
     """
     requested = requested_model(body)
     model = table.resolve(requested)
     caps = table.capabilities(model)
-    system, messages = convert_messages(body.get("messages"), model=model, prefill=caps.prefill)
+    system, messages = convert_messages(
+        body.get("messages"),
+        model=model,
+        prefill=caps.prefill,
+        max_messages=max_messages,
+        max_content_blocks=max_content_blocks,
+    )
 
     upstream: dict[str, Any] = {"model": model, "messages": messages}
     if system:
         upstream["system"] = system
-    context = Context(model=model, caps=caps, upstream=upstream, max_n=max_n)
+    context = Context(model=model, caps=caps, upstream=upstream, max_n=max_n, max_tools=max_tools)
     for name, param in PARAMS.items():
         value = body.get(name)
         if value is None:
@@ -199,6 +224,7 @@ def _stream_options(value: Any, name: str, context: Context) -> Any:
 def _tools(value: Any, name: str, context: Context) -> Any:
     if not isinstance(value, list):
         invalid_type(name, "an array", value)
+    check_length(name, len(value), context.max_tools, "max_tools")
     tools = []
     for k, tool in enumerate(value):
         path = f"{name}[{k}]"
@@ -218,6 +244,7 @@ def _tools(value: Any, name: str, context: Context) -> Any:
 def _functions(value: Any, name: str, context: Context) -> Any:
     if not isinstance(value, list):
         invalid_type(name, "an array", value)
+    check_length(name, len(value), context.max_tools, "max_tools")
     return [_function_tool(function, f"{name}[{k}]") for k, function in enumerate(value)] or OMIT
 
 

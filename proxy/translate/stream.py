@@ -17,6 +17,10 @@ is sent whole in ``delta.thinking_blocks`` (a redacted one as soon as it starts)
 echo it back with its tool calls (README, "Thinking round trip"); a text block's web search
 citations become ``delta.annotations`` (`url_citation`, indexed in the streamed content) when it
 stops. `ChoiceStreams` interleaves n upstream streams (`n` > 1) as one client stream.
+
+Odd upstream data (a usage count that is a string or negative, a field missing or of the wrong
+type) is malformed upstream data: the stream ends with an error event, never a TypeError escaping
+into the relay. `checked_usage` is that rule for usage, shared with the non-streaming route.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from proxy.translate.response import (
     url_citation,
 )
 
-__all__ = ["ChoiceStreams", "StreamTranslator"]
+__all__ = ["ChoiceStreams", "StreamTranslator", "checked_usage"]
 
 _DONE = b"data: [DONE]\n\n"
 _PING = b": ping\n\n"
@@ -45,6 +49,42 @@ _TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
 _FIRST_DELTA = b'{"role":"assistant","content":""}'
 
 _Handler = Callable[["StreamTranslator", dict[str, Any]], bytes]
+
+# The token counts of Anthropic's `Usage` that the gateway adds up, meters and bills.
+_COUNTS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def checked_usage(usage: Any) -> dict[str, Any]:
+    """An Anthropic usage object whose counts can be added up: each of `_COUNTS` (and
+    `output_tokens_details.thinking_tokens`) absent, null or a non-negative integer. Null or
+    absent usage is an empty one. Anything else raises `UpstreamError` naming the field."""
+    if usage is None:
+        return {}
+    if not isinstance(usage, dict):
+        raise _malformed("usage", usage)
+    for name in _COUNTS:
+        _check_count(f"usage.{name}", usage.get(name))
+    details = usage.get("output_tokens_details")
+    if isinstance(details, dict):
+        _check_count("usage.output_tokens_details.thinking_tokens", details.get("thinking_tokens"))
+    return usage
+
+
+def _check_count(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise _malformed(name, value)
+
+
+def _malformed(name: str, value: Any) -> UpstreamError:
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    return UpstreamError(f"The upstream API sent malformed data: {name} is {shown}.")
+
+
+def _text(value: Any, name: str) -> str:
+    """A string field of an event; any other type is malformed upstream data."""
+    if not isinstance(value, str):
+        raise _malformed(name, value)
+    return value
 
 
 class StreamTranslator:
@@ -157,7 +197,9 @@ class StreamTranslator:
                 if handler is None:
                     return b""
             return handler(self, payload)
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        except UpstreamError as exc:  # a field the handler checked, named
+            return self.fail(exc)
+        except (ValueError, KeyError, TypeError, AttributeError):  # orjson's JSONDecodeError is a ValueError
             return self.fail(UpstreamError(f"Upstream sent a malformed {event!r} stream event."))
 
     def finish(self) -> bytes:
@@ -187,16 +229,18 @@ class StreamTranslator:
         if self._head:
             return b""
         message = payload["message"]
-        self._model = message.get("model") or self._model
+        usage = checked_usage(message.get("usage"))
+        if message.get("model"):
+            self._model = _text(message["model"], "message.model")
         fixed = {
-            "id": self._completion_id or completion_id(message["id"]),
+            "id": self._completion_id or completion_id(_text(message.get("id"), "message.id")),
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._model,
         }
         self._base = orjson.dumps(fixed)[:-1] + b","
         self._head = b"data: " + self._base + b'"choices":[{"index":' + str(self._choice_index).encode() + b',"delta":'
-        self._usage = dict(message.get("usage") or {})
+        self._usage = dict(usage)
         return self._head + _FIRST_DELTA + _TAIL
 
     def _content_block_start(self, payload: dict[str, Any]) -> bytes:
@@ -208,8 +252,13 @@ class StreamTranslator:
             index = len(self._tool_index)
             self._tool_index[payload["index"]] = index
             self._initial_args[payload["index"]] = block.get("input")
-            function = {"name": block["name"], "arguments": ""}
-            call = {"index": index, "id": block["id"], "type": "function", "function": function}
+            function = {"name": _text(block.get("name"), "content_block.name"), "arguments": ""}
+            call = {
+                "index": index,
+                "id": _text(block.get("id"), "content_block.id"),
+                "type": "function",
+                "function": function,
+            }
             return self._head + orjson.dumps({"tool_calls": [call]}) + _TAIL
         # Text and thinking blocks start empty; should one ever carry text, it is not lost.
         if kind == "text":
@@ -231,9 +280,9 @@ class StreamTranslator:
         delta = payload["delta"]
         kind = delta["type"]
         if kind == "text_delta":
-            return self._content(delta["text"])
+            return self._content(_text(delta.get("text"), "delta.text"))
         if kind == "thinking_delta":
-            text = delta["thinking"]
+            text = _text(delta.get("thinking"), "delta.thinking")
             thinking = self._thinking.get(payload["index"])
             if thinking is not None:
                 thinking["thinking"] = thinking.get("thinking", "") + text
@@ -241,7 +290,7 @@ class StreamTranslator:
         if kind == "signature_delta":
             thinking = self._thinking.get(payload["index"])
             if thinking is not None:
-                thinking["signature"] = thinking.get("signature", "") + delta["signature"]
+                thinking["signature"] = thinking.get("signature", "") + _text(delta.get("signature"), "delta.signature")
             return b""
         if kind == "citations_delta":
             self._citations.setdefault(payload["index"], []).append(delta["citation"])
@@ -249,7 +298,7 @@ class StreamTranslator:
         if kind == "input_json_delta":
             # Only client tool calls are forwarded; server tools (web search …) run upstream.
             index = self._tool_index.get(payload["index"])
-            fragment = delta["partial_json"]
+            fragment = _text(delta.get("partial_json"), "delta.partial_json")
             if index is None or not fragment:
                 return b""
             self._initial_args.pop(payload["index"], None)
@@ -284,8 +333,8 @@ class StreamTranslator:
         self._complete = True
         # message_delta's counts are cumulative: they replace message_start's, and an absent
         # (null) one leaves the earlier value standing.
-        usage = payload.get("usage")
-        if usage and self._usage is not None:
+        usage = checked_usage(payload.get("usage"))
+        if self._usage is not None:
             self._usage.update((key, value) for key, value in usage.items() if value is not None)
         return self._head + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]}\n\n"
 
