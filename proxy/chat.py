@@ -76,7 +76,8 @@ async def chat_completions(request: Request) -> Response:
     except orjson.JSONEncodeError as exc:  # nesting deeper than orjson writes (it reads deeper than it writes)
         raise InvalidRequest(f"The request cannot be forwarded: {exc}.") from None
     gateway.keys.check_model(principal, translated.model)
-    estimate = estimate_tokens(translated.upstream) * translated.n
+    # Only token limits and budgets reserve an estimate; walking the body for nothing costs every request.
+    estimate = estimate_tokens(translated.upstream) * translated.n if principal.limited else 0
     admission = await gateway.keys.admit(principal, translated.model, estimate)
     state.admission = admission
     async with contextlib.AsyncExitStack() as owner:
@@ -351,8 +352,8 @@ def answer_headers(reply: UpstreamReply | UpstreamStream, started: float) -> dic
     total_ms = (time.perf_counter() - started) * 1000
     upstream_ms = reply.elapsed * 1000
     headers = {"server-timing": f"upstream;dur={upstream_ms:.1f}, gateway;dur={max(total_ms - upstream_ms, 0):.1f}"}
-    if reply.request_id:
-        headers["request-id"] = reply.request_id
+    if request_id := reply.request_id:
+        headers["request-id"] = request_id
     return headers
 
 

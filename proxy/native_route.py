@@ -70,7 +70,7 @@ async def _forward(request: Request, path: str, owner: contextlib.AsyncExitStack
     request.state.model, request.state.stream = native.model, native.stream
     gateway.keys.check_model(principal, native.model)
     # Counting tokens is free upstream, so it reserves none here: it counts as one request only.
-    estimate = 0 if count_tokens else estimate_tokens(body)
+    estimate = 0 if count_tokens or not principal.limited else estimate_tokens(body)
     request.state.admission = await gateway.keys.admit(principal, native.model, estimate)
     headers = {name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers}
     if native.stream:

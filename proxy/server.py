@@ -92,43 +92,63 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_head = False
         self._heads_begun = 0
         self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
+        # One clock per connection: the phase being timed ("head", "body", or None between
+        # requests, where uvicorn's keep-alive timeout applies), its deadline, and one timer that is
+        # re-armed only when it fires. A request moves the deadline instead of creating and
+        # cancelling timers, which would cost more per request than the rest of this class.
+        self._phase: str | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     # --- uvicorn's callbacks, extended ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+        self._time("head", self.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._body_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._phase = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._heads_begun += 1
-        if self._head_timer is None:  # a later request on a kept-alive connection
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+        if self._phase is None:  # a later request on a kept-alive connection (the first's clock runs)
+            self._time("head", self.head_timeout)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
         super().on_headers_complete()
         # Stopped again at once by on_message_complete when the request has no body.
-        self._body_timer = self.loop.call_later(self.body_timeout, self._body_overdue)
+        self._time("body", self.body_timeout)
 
     def on_message_complete(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._phase = None
         super().on_message_complete()
+
+    # --- the clock -----------------------------------------------------------------------------
+
+    def _time(self, phase: str, timeout: float) -> None:
+        self._phase = phase
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None:
+            self._timer = self.loop.call_later(timeout, self._clock_fired)
+
+    def _clock_fired(self) -> None:
+        self._timer = None
+        if self._phase is None or self.transport.is_closing():
+            return  # between requests: re-armed by the next one
+        left = self._deadline - self.loop.time()
+        if left > 0:  # the deadline moved on since the timer was set
+            self._timer = self.loop.call_later(left, self._clock_fired)
+        elif self._phase == "head":
+            self._head_overdue()
+        else:
+            self._body_overdue()
 
     def data_received(self, data: bytes) -> None:
         heads_before = self._heads_begun
@@ -156,11 +176,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _head_overdue(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing():
-            return
         if self.flow.read_paused or self._answering():  # the server is busy, not the client slow
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_overdue)
+            self._time("head", self.head_timeout)
             return
         log.info("closed a connection from %s: no request head within %gs", _peer(self.client), self.head_timeout)
         error = InvalidRequest(
@@ -172,11 +189,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _body_overdue(self) -> None:
-        self._body_timer = None
-        if self.transport.is_closing():
-            return
         if self.flow.read_paused or self.pipeline:  # held back by the server, or queued behind an answer
-            self._body_timer = self.loop.call_later(self.body_timeout, self._body_overdue)
+            self._time("body", self.body_timeout)
             return
         cycle = self.cycle
         log.info(

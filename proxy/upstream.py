@@ -206,10 +206,13 @@ class StreamScrubber:
     found. The end of a chunk that could be the start of a key is held back until the next chunk
     (or the end); a chunk ending an SSE event ends in a blank line, so no event is delayed."""
 
-    __slots__ = ("_held", "_secrets")
+    __slots__ = ("_held", "_key_bytes", "_secrets")
 
     def __init__(self, secrets: list[bytes]) -> None:
         self._secrets = secrets
+        # A chunk whose last byte occurs in no key cannot end with the start of one: the usual case
+        # (an SSE chunk ends with a newline), decided without searching.
+        self._key_bytes = frozenset(b"".join(secrets))
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -219,7 +222,9 @@ class StreamScrubber:
         for secret in self._secrets:
             if secret in data:
                 data = data.replace(secret, _REDACTED.encode())
-        keep = max(_key_start_at_end(data, secret) for secret in self._secrets)
+        keep = 0
+        if data and data[-1] in self._key_bytes:
+            keep = max(_key_start_at_end(data, secret) for secret in self._secrets)
         if keep:
             data, self._held = data[:-keep], data[-keep:]
         else:
@@ -313,14 +318,19 @@ class UpstreamStream:
         declared = self.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
             raise _too_large(max_bytes)
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.iter_bytes():
+        # Read raw and scrubbed once, whole: cheaper than scrubbing chunk by chunk, and the same.
+        parts: list[bytes] = list(self._prefix)
+        self._prefix.clear()
+        if self._scrubbing is not None:  # bytes held back by a chunk-wise read before this one
+            parts.append(self._scrubbing.flush())
+        size = sum(map(len, parts))
+        while (chunk := await self._read_raw()) is not None:
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(max_bytes)
             parts.append(chunk)
-        return b"".join(parts)
+        self._ended = True
+        return self._scrubber.scrub(parts[0] if len(parts) == 1 else b"".join(parts))
 
     async def first_event(self, limit: int = MAX_ERROR_BODY) -> tuple[str, bytes] | None:
         """Read up to the first complete SSE event, keeping the bytes read for ``iter_bytes``."""
@@ -789,6 +799,8 @@ def _refusal(status: int, headers: Mapping[str, str]) -> UpstreamRejected | None
     encoded although the gateway asked for none (its decoded size would be unbounded)."""
     if 300 <= status < 400:
         return UpstreamRejected(f"the upstream API answered with a redirect (HTTP {status}), which is not followed")
+    if "content-encoding" not in headers:  # the usual case, decided with one lookup
+        return None
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         return UpstreamRejected(

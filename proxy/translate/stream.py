@@ -63,16 +63,17 @@ def checked_usage(usage: Any) -> dict[str, Any]:
     if not isinstance(usage, dict):
         raise _malformed("usage", usage)
     for name in _COUNTS:
-        _check_count(f"usage.{name}", usage.get(name))
+        if not _countable(value := usage.get(name)):
+            raise _malformed(f"usage.{name}", value)
     details = usage.get("output_tokens_details")
-    if isinstance(details, dict):
-        _check_count("usage.output_tokens_details.thinking_tokens", details.get("thinking_tokens"))
+    if isinstance(details, dict) and not _countable(value := details.get("thinking_tokens")):
+        raise _malformed("usage.output_tokens_details.thinking_tokens", value)
     return usage
 
 
-def _check_count(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise _malformed(name, value)
+def _countable(value: Any) -> bool:
+    # `type(...) is int` also refuses True and False, which isinstance would take for 1 and 0.
+    return value is None or (type(value) is int and value >= 0)
 
 
 def _malformed(name: str, value: Any) -> UpstreamError:
