@@ -16,11 +16,11 @@ from starlette.types import ASGIApp
 
 from proxy import logs, server
 from proxy.config import ConfigError, Settings, load_settings
-from proxy.keypool import label
 from proxy.keys import StoreError, keys_stored
 from proxy.keys.cli import register as register_keys
 from proxy.keys.sqlite_store import StoreInUse, claim_for_gateway
 from proxy.keys.store import is_redis_url, redact_url, sqlite_path
+from proxy.upstream.keypool import label
 
 log = logging.getLogger("proxy")
 

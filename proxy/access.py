@@ -11,8 +11,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import metrics
@@ -20,33 +22,39 @@ from proxy.errors import InvalidRequest
 
 log = logging.getLogger("proxy.access")
 
-# Routes worth a label of their own; anything else is "other", so scanners cannot grow the metrics.
-ROUTES = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/models",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    }
-)
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 # Where the server protocol (`proxy.server`) leaves (status, error) when it answered a request
 # itself, over the app's head (a body that never came): the app's own answer was never sent.
 SERVER_ANSWERED = "server_answered"
 _CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
+_CONVERTER = re.compile(r":\w+\}")  # `{model:path}` → `{model}`
 
 
-def route_label(path: str) -> str:
-    if path in ROUTES:
-        return path
-    if path.startswith("/v1/models/"):
-        return "/v1/models/{model}"
-    if path.startswith("/admin/"):
-        return "/admin"
-    return "other"
+class RouteLabels:
+    """A request path's metrics label, read off the app's own route table (so the route list exists
+    once): a route's path, a parametrised route's template (``/v1/models/{model}``), a mounted
+    sub-app's prefix (``/admin``), and "other" for anything else, so scanners cannot grow the metrics."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self._exact: dict[str, str] = {}
+        self._prefixes: list[tuple[str, str]] = []
+        for route in routes:
+            path = getattr(route, "path", "")
+            if isinstance(route, Mount):
+                self._prefixes.append((path + "/", path))
+            elif "{" in path:
+                self._prefixes.append((path[: path.index("{")], _CONVERTER.sub("}", path)))
+            elif path:
+                self._exact[path] = path
+
+    def __call__(self, path: str) -> str:
+        label = self._exact.get(path)
+        if label is not None:
+            return label
+        for prefix, label in self._prefixes:
+            if path.startswith(prefix):
+                return label
+        return "other"
 
 
 def request_id(scope: Scope) -> str:
@@ -60,8 +68,9 @@ def request_id(scope: Scope) -> str:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp, max_header_bytes: int = 64 * 1024) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = (), max_header_bytes: int = 64 * 1024) -> None:
         self.app = app
+        self.route_label = RouteLabels(routes)
         self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,7 +108,7 @@ class AccessMiddleware:
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
         path = scope["path"]
-        route = route_label(path)
+        route = self.route_label(path)
         error = state.get("error")
         if SERVER_ANSWERED in state:
             status, error = state[SERVER_ANSWERED]

@@ -4,152 +4,33 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Any
 
 import httpx
 import orjson
-import pydantic
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy import metrics
-from proxy.abuse import BadKeyThrottle, refuse_if_throttled
 from proxy.access import AccessMiddleware
 from proxy.chat import chat_completions
 from proxy.config import Settings
 from proxy.disconnect import ClientGone
-from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, NotFound, ProxyError, UpstreamError
-from proxy.keys import KeyService, PriceTable, Principal, keys_from_config
+from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.gateway import Gateway
+from proxy.keys import KeyService, PriceTable, keys_from_config
 from proxy.keys.admin import routes as admin_routes
 from proxy.lifecycle import LIFECYCLE
-from proxy.models import ModelTable
 from proxy.native_route import native_count_tokens, native_messages
 from proxy.server import install_drain
-from proxy.translate.errors import from_upstream
-from proxy.upstream import InProcessTransport, Upstream
+from proxy.simulator.transport import InProcessTransport
+from proxy.upstream import Upstream
 
 log = logging.getLogger("proxy")
-
-
-class Gateway:
-    """What every request handler needs, built once at start-up."""
-
-    def __init__(self, settings: Settings, upstream: Upstream, keys: KeyService) -> None:
-        self.settings = settings
-        self.models: ModelTable = settings.model_table()
-        self.keys = keys
-        self.upstream = upstream
-        self.bad_keys = BadKeyThrottle(settings.bad_key_max_failures, settings.bad_key_window)
-        self._model_list: tuple[float, list[dict[str, Any]]] | None = None
-
-    async def authenticate(self, request: Request) -> Principal:
-        """The caller's key, checked before anything else. An address that keeps sending wrong keys
-        is throttled: its guesses get 429 whatever they are, while keys already used from it keep
-        working (see `proxy.abuse`)."""
-        address = request.client.host if request.client else None
-        try:
-            principal = await self.keys.authenticate(request.headers)
-        except AuthenticationFailed as exc:
-            if exc.code == "missing_api_key":  # a misconfigured client, not a guess
-                raise
-            refuse_if_throttled(self.bad_keys.refuse_bad_key(address))
-            raise
-        refuse_if_throttled(self.bad_keys.refuse_valid_key(address, principal.name))
-        request.state.principal = principal
-        request.state.key_name = principal.name
-        return principal
-
-    async def read_json(self, request: Request) -> Any:
-        """The request body parsed as JSON, refusing bodies over the configured limit early."""
-        limit = self.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        parts: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                parts.append(chunk)
-        except ClientDisconnect:
-            raise InvalidRequest("the client closed the connection before sending the whole body") from None
-        raw = b"".join(parts)
-        if not raw:
-            raise InvalidRequest("The request body is empty; send a JSON object.")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
-
-    async def list_models(self) -> list[dict[str, Any]]:
-        """The upstream's models in OpenAI's shape, cached briefly, plus the configured aliases."""
-        now = time.monotonic()
-        if self._model_list and now - self._model_list[0] < self.settings.models_cache_seconds:
-            return self._model_list[1]
-        reply = await self.upstream.request("GET", "/v1/models?limit=1000")
-        if reply.status != 200:
-            raise from_upstream(reply.status, reply.body, reply.headers)
-        models = [_openai_model(entry) for entry in _upstream_models(reply.body)]
-        for alias in self.models.aliases:
-            models.append({"id": alias, "object": "model", "created": 0, "owned_by": "claude-proxy"})
-        self._model_list = (now, models)
-        return models
-
-
-class _UpstreamModel(pydantic.BaseModel):
-    """One entry of the upstream's model list, as far as the gateway reads it (extra fields ignored)."""
-
-    model_config = pydantic.ConfigDict(strict=True)
-
-    id: str = pydantic.Field(min_length=1)
-    created_at: Any = None  # cosmetic: one that cannot be read is shown as 0, not refused
-
-
-class _UpstreamModelList(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(strict=True)
-
-    data: list[_UpstreamModel]
-
-
-def _upstream_models(body: bytes) -> list[_UpstreamModel]:
-    """The upstream's ``GET /v1/models`` answer checked; anything but a list of models is a 502."""
-    try:
-        return _UpstreamModelList.model_validate_json(body).data
-    except pydantic.ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[:3]  # a list of 1000 bad entries stays one line
-        log.warning("the upstream model list is malformed (%d errors): %s", exc.error_count(), first)
-        raise UpstreamError("the upstream API answered the model list with malformed data") from None
-
-
-def _openai_model(entry: _UpstreamModel) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "object": "model",
-        "created": _epoch(entry.created_at),
-        "owned_by": "anthropic",
-    }
-
-
-def _epoch(rfc3339: Any) -> int:
-    if not isinstance(rfc3339, str):
-        return 0
-    try:
-        return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return 0
-
-
-def _too_large(limit: int) -> BodyTooLarge:
-    return BodyTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
 
 
 # --- routes -------------------------------------------------------------------------
@@ -282,7 +163,7 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(AccessMiddleware, max_header_bytes=settings.max_header_bytes)],
+        middleware=[Middleware(AccessMiddleware, routes=routes, max_header_bytes=settings.max_header_bytes)],
         exception_handlers={
             ProxyError: _on_proxy_error,
             HTTPException: _on_http_error,

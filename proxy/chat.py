@@ -1,7 +1,7 @@
 """POST /v1/chat/completions: translate, call the upstream, translate back.
 
 Glue only: every mapping decision lives in ``proxy/translate``, every network decision in
-``proxy/upstream.py``.
+``proxy/upstream/``.
 
 What a request takes — the key's token reservation, every upstream response it opens (each holds
 one of the upstream's in-flight slots) — has one owner, an `AsyncExitStack` opened by the route:
@@ -33,12 +33,13 @@ from proxy.sse import SSEDecoder
 from proxy.streaming import EventStreamResponse
 from proxy.translate.errors import from_upstream
 from proxy.translate.request import TranslatedRequest, to_messages_request
-from proxy.translate.response import merge_completions, merge_usage, to_chat_completion
-from proxy.translate.stream import ChoiceStreams, StreamTranslator, checked_usage
+from proxy.translate.response import merge_completions, to_chat_completion
+from proxy.translate.stream import ChoiceStreams, StreamTranslator
 from proxy.upstream import UpstreamReply, UpstreamStream
+from proxy.usage import Usage
 
 if TYPE_CHECKING:
-    from proxy.app import Gateway
+    from proxy.gateway import Gateway
 
 log = logging.getLogger("proxy.chat")
 
@@ -116,19 +117,20 @@ async def _complete(gateway: Gateway, request: Request, payload: bytes, started:
     _note_upstream(request, reply)
     if reply.status != 200:
         raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
-    completion = _chat_completion(reply, created=int(time.time()))
-    note_usage(request, completion.get("usage"))
+    completion, usage = _chat_completion(reply, created=int(time.time()))
+    note_usage(request, usage)
     if gateway.settings.log_payloads:
         request.state.response_body = completion
     return Response(orjson.dumps(completion), media_type="application/json", headers=answer_headers(reply, started))
 
 
-def _chat_completion(reply: UpstreamReply, *, created: int) -> dict[str, Any]:
-    """The chat.completion for an upstream Message; a malformed one is the upstream's fault (502)."""
+def _chat_completion(reply: UpstreamReply, *, created: int) -> tuple[dict[str, Any], Usage]:
+    """The chat.completion for an upstream Message and the tokens it used; a malformed one is the
+    upstream's fault (502)."""
     try:
         message = orjson.loads(reply.body)
-        checked_usage(message.get("usage"))  # counts that metering and billing can add up
-        return to_chat_completion(message, created=created)
+        usage = Usage.from_anthropic(message.get("usage"))  # counts that metering and billing can add up
+        return to_chat_completion(message, created=created), usage
     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise UpstreamError("the upstream API answered with a malformed message") from exc
 
@@ -170,7 +172,7 @@ async def _stream(
     translator = StreamTranslator(
         created=int(time.time()), include_usage=translated.include_usage, model=translated.model
     )
-    owner.callback(lambda: note_usage(request, translator.usage))  # the tokens used so far, however it ends
+    owner.callback(lambda: note_usage(request, translator.tokens))  # the tokens used so far, however it ends
     return EventStreamResponse(
         _relay(opened, translator, request, started),
         media_type="text/event-stream",
@@ -230,9 +232,10 @@ async def _complete_choices(gateway: Gateway, request: Request, n: int, payload:
             _note_upstream(request, reply)
             raise _with_request_id(from_upstream(reply.status, reply.body, reply.headers), reply)
     created = int(time.time())
-    completion = merge_completions([_chat_completion(reply, created=created) for reply in replies])
+    answers = [_chat_completion(reply, created=created) for reply in replies]
+    completion = merge_completions([completion for completion, _ in answers])
     _note_upstream(request, replies[0])
-    note_usage(request, completion.get("usage"))
+    note_usage(request, sum((usage for _, usage in answers), Usage()))
     return Response(
         orjson.dumps(completion), media_type="application/json", headers=answer_headers(replies[0], started)
     )
@@ -316,9 +319,9 @@ async def _relay_choices(
         await asyncio.gather(*tasks, return_exceptions=True)  # no read in flight while the owner closes
 
 
-def _merged_usage(choices: ChoiceStreams) -> dict[str, Any] | None:
-    usages = [t.usage for t in choices.translators if t.usage is not None]
-    return merge_usage(usages) if usages else None
+def _merged_usage(choices: ChoiceStreams) -> Usage | None:
+    usages = [tokens for t in choices.translators if (tokens := t.tokens) is not None]
+    return sum(usages, Usage()) if usages else None
 
 
 def _note_upstream(request: Request, reply: UpstreamReply | UpstreamStream) -> None:
@@ -337,14 +340,16 @@ async def settle(request: Request) -> None:
     await gateway.keys.settle_usage(admission, model=state.model, usage=getattr(state, "usage", None))
 
 
-def note_usage(request: Request, usage: dict[str, Any] | None) -> None:
-    if not usage:
+def note_usage(request: Request, usage: Usage | None) -> None:
+    """Record what the request used: for its key's ledger and limits (``settle``), the metrics and
+    the access line (whose fields keep OpenAI's names: the whole prompt, output, cache reads)."""
+    if usage is None:
         return
     state = request.state
     state.usage = usage
-    state.prompt_tokens = usage.get("prompt_tokens")
-    state.completion_tokens = usage.get("completion_tokens")
-    state.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    state.prompt_tokens = usage.prompt
+    state.completion_tokens = usage.output
+    state.cached_tokens = usage.cache_read
     metrics.record_tokens(getattr(state, "key_name", "") or "", state.model, usage)
 
 

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from proxy.keys.model import ClientKeyConfig, keys_from_config
+from proxy.keys.records import ClientKeyConfig, keys_from_config
 from proxy.keys.store import is_redis_url
 from proxy.models import CapsRow, ModelTable
 

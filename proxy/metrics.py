@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
+from proxy.usage import Usage
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 REQUESTS = Counter(
@@ -94,15 +96,14 @@ def model_label(model: str | None) -> str:
     return "other"
 
 
-def record_tokens(key: str, model: str, usage: dict[str, Any]) -> None:
-    """Count an OpenAI-shaped usage object; ``prompt_tokens`` already includes cache reads and writes."""
+def record_tokens(key: str, model: str, usage: Usage) -> None:
+    """Count a request's tokens; "input" is the whole prompt (cache reads and writes included),
+    "cached" the cache reads among it."""
     label = model_label(model)
-    details = usage.get("prompt_tokens_details") or {}
-    series(TOKENS, key, label, "input").inc(int(usage.get("prompt_tokens") or 0))
-    series(TOKENS, key, label, "output").inc(int(usage.get("completion_tokens") or 0))
-    cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
-    if cached:
-        series(TOKENS, key, label, "cached").inc(cached)
+    series(TOKENS, key, label, "input").inc(usage.prompt)
+    series(TOKENS, key, label, "output").inc(usage.output)
+    if usage.cache_read:
+        series(TOKENS, key, label, "cached").inc(usage.cache_read)
 
 
 def record_key_pool(states: list[dict[str, Any]]) -> None:

@@ -21,8 +21,8 @@ import orjson
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.models import ModelTable
 from proxy.translate.messages import invalid_type, requested_model
-from proxy.translate.response import to_openai_usage
 from proxy.translate.stream import checked_usage
+from proxy.usage import Usage
 
 __all__ = [
     "NativeRequest",
@@ -95,9 +95,9 @@ class NativeUsage:
         return self._usage
 
     @property
-    def openai_usage(self) -> dict[str, Any] | None:
-        """The same in OpenAI's shape, as the chat completion route reports it."""
-        return None if self._usage is None else to_openai_usage(self._usage)
+    def tokens(self) -> Usage | None:
+        """The same as the gateway meters it; None before `message_start`."""
+        return None if self._usage is None else Usage.from_anthropic(self._usage)
 
     def feed(self, event: str, data: bytes) -> None:
         # An event without an `event:` line is named by its payload's type; the rest go unparsed.

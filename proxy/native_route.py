@@ -29,11 +29,11 @@ from proxy.keys import estimate_tokens
 from proxy.native import NativeUsage, anthropic_error, anthropic_error_event, message_usage, prepare_native
 from proxy.sse import SSEDecoder
 from proxy.streaming import EventStreamResponse
-from proxy.translate.response import to_openai_usage
 from proxy.upstream import UpstreamReply, UpstreamStream
+from proxy.usage import Usage
 
 if TYPE_CHECKING:
-    from proxy.app import Gateway
+    from proxy.gateway import Gateway
 
 log = logging.getLogger("proxy.native")
 
@@ -78,7 +78,7 @@ async def _forward(request: Request, path: str, owner: contextlib.AsyncExitStack
         opened = await until_disconnect(request.receive, opening)
         if isinstance(opened, UpstreamStream):
             usage = NativeUsage()
-            owner.callback(lambda: note_usage(request, usage.openai_usage))
+            owner.callback(lambda: note_usage(request, usage.tokens))
             return EventStreamResponse(
                 _relay(opened, usage, request),
                 media_type="text/event-stream",
@@ -119,7 +119,7 @@ def _passthrough(request: Request, reply: UpstreamReply, started: float, *, coun
         except orjson.JSONDecodeError:
             usage = None
         if usage:
-            note_usage(request, to_openai_usage(usage))
+            note_usage(request, Usage.from_anthropic(usage))
     headers = {**answer_headers(reply, started), **_limit_headers(request)}
     for name in ("retry-after", "content-type"):
         if name in reply.headers:

@@ -30,7 +30,7 @@ import uvicorn
 from proxy.app import create_app
 from proxy.config import Settings
 from proxy.server import uvicorn_config as server_config
-from proxy.upstream import InProcessTransport
+from proxy.simulator.transport import InProcessTransport
 from tests.anthropic_schema import assert_valid_messages_request
 from tests.polling import eventually_async
 from tests.servers import free_port

@@ -1,58 +1,17 @@
-"""Helpers for the client-key tests: a throwaway redis-server, and the ways to reach a store."""
+"""Helpers for the client-key tests: the ways to reach a store. The stores themselves (a SQLite file,
+a database on the run's one redis-server) are fixtures in conftest.py."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import redis
-
-from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_RE = r"sk-cp-[0-9A-Za-z]{43}"
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A private redis-server on a free loopback port, without persistence; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server): the Redis store tests need it")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start within 10s") from None
-                time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def keys_cli(store: str, *args: str) -> str:
@@ -65,11 +24,6 @@ def keys_cli(store: str, *args: str) -> str:
         check=True,
     )
     return result.stdout
-
-
-def flush(url: str) -> None:
-    with redis.Redis.from_url(url) as client:
-        client.flushall()
 
 
 def redis_dump(url: str) -> bytes:

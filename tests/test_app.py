@@ -13,7 +13,7 @@ import respx
 
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, load_settings
-from proxy.keys.model import hash_secret
+from proxy.keys.records import hash_secret
 from tests.anthropic_schema import assert_valid_messages_request
 
 UPSTREAM = "https://upstream.test"

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from proxy.server import uvicorn_config as server_config
-from proxy.upstream import InProcessTransport
+from proxy.simulator.transport import InProcessTransport
 from tests.faults import (
     BLOCK_START,
     CHAT,

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from proxy.keypool import KeyPool, NoKeyAvailable, UpstreamKey
+from proxy.upstream.keypool import KeyPool, NoKeyAvailable, UpstreamKey
 
 
 class Clock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,29 +17,14 @@ from starlette.requests import Request
 
 from proxy.errors import AuthenticationFailed
 from proxy.keys import KeyService, admin
-from proxy.upstream import InProcessTransport
+from proxy.simulator.transport import InProcessTransport
 from tests.faults import EchoUpstream, serve_gateway
-from tests.keys_support import SECRET_RE, flush, redis_server, sqlite_bytes
+from tests.keys_support import SECRET_RE, sqlite_bytes
 
 pytestmark = pytest.mark.anyio
 
 ADMIN = "admin-secret-for-tests"
 STATIC = "static-client-secret"
-
-
-@pytest.fixture(scope="module")
-def redis_base() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "keys.db")
-    url: str = request.getfixturevalue("redis_base")
-    flush(url)
-    return url
 
 
 @asynccontextmanager

@@ -7,7 +7,6 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +14,10 @@ import pytest
 from proxy.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from proxy.keys import KeyService, Principal
 from proxy.keys.cli import main, register
-from proxy.keys.model import hash_secret
-from tests.keys_support import SECRET_RE, flush, redis_server, run_cli, sqlite_bytes
+from proxy.keys.records import hash_secret
+from tests.keys_support import SECRET_RE, run_cli, sqlite_bytes
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def redis_base() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "keys.db")
-    url: str = request.getfixturevalue("redis_base")
-    flush(url)
-    return url
 
 
 async def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> tuple[int, str, str]:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests import servers
-from tests.keys_support import SECRET_RE, keys_cli, redis_server
+from tests.conftest import RedisDatabases
+from tests.keys_support import SECRET_RE, keys_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -33,9 +34,9 @@ def wait_for_status(url: str, secret: str, body: dict[str, object], status: int,
 
 
 @pytest.fixture(scope="module")
-def replicas() -> Iterator[tuple[str, list[str]]]:
+def replicas(redis_databases: RedisDatabases) -> Iterator[tuple[str, list[str]]]:
+    store = redis_databases.fresh()  # this module's own, for as long as both replicas run
     with (
-        redis_server() as store,
         servers.simulator() as upstream,
         servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as first,
         servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as second,

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +19,11 @@ from pydantic import SecretStr
 
 from proxy.errors import AuthenticationFailed, PermissionDenied, RateLimited, ServiceUnavailable
 from proxy.keys import ANONYMOUS, KeyService, NewKey, QuotaExceeded, any_keys_stored, estimate_tokens, open_store
-from proxy.keys.model import hash_secret, new_record
+from proxy.keys.records import hash_secret, new_record
 from proxy.keys.service import ConfigKeyReadOnly
 from proxy.keys.store import KeyExists, StoreError
-from tests.keys_support import flush, redis_dump, redis_server, sqlite_bytes
+from proxy.usage import Usage
+from tests.keys_support import redis_dump, sqlite_bytes
 from tests.servers import free_port
 
 pytestmark = pytest.mark.anyio
@@ -44,26 +45,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def redis_base() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
-@pytest.fixture
-def redis_url(redis_base: str) -> str:
-    flush(redis_base)
-    return redis_base
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "keys.db")
-    url: str = request.getfixturevalue("redis_url")
-    return url
 
 
 @asynccontextmanager
@@ -353,14 +334,15 @@ async def test_settle_is_idempotent_and_books_the_ledger(store_url: str) -> None
         assert await service.usage("someone-else", "2026-11-01", "2026-11-30") == []
 
 
-async def test_settle_usage_takes_the_gateways_usage_objects(store_url: str) -> None:
+async def test_settle_usage_takes_the_gateways_usage(store_url: str) -> None:
     async with opened(store_url) as service:
         secret = await create(service, name="shapes", tpm=10_000)
         principal = await service.authenticate(bearer(secret))
-        openai = {"prompt_tokens": 100, "completion_tokens": 20, "prompt_tokens_details": {"cached_tokens": 30}}
-        await service.settle_usage(await service.admit(principal, MODEL, 500), model=MODEL, usage=openai)
+        read = Usage(input=70, output=20, cache_read=30)  # a chat completion's: 100 prompt tokens, 30 cached
+        await service.settle_usage(await service.admit(principal, MODEL, 500), model=MODEL, usage=read)
         anthropic = {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 40}
-        await service.settle_usage(await service.admit(principal, MODEL, 500), model=MODEL, usage=anthropic)
+        written = Usage.from_anthropic(anthropic)
+        await service.settle_usage(await service.admit(principal, MODEL, 500), model=MODEL, usage=written)
         await service.settle_usage(await service.admit(principal, MODEL, 500), model=MODEL, usage=None)
         [row] = await service.usage("shapes", "2000-01-01", "2999-12-31")
         assert (row.requests, row.input_tokens, row.output_tokens) == (3, 150, 25)
@@ -460,8 +442,8 @@ async def test_200_concurrent_admits_against_rpm_50_admit_exactly_50(store_url: 
         assert all(isinstance(r, RateLimited) for r in results if isinstance(r, BaseException))
 
 
-async def test_two_replicas_sharing_redis_allow_rpm_5_not_10(redis_url: str) -> None:
-    async with opened(redis_url) as one, opened(redis_url) as two:
+async def test_two_replicas_sharing_redis_allow_rpm_5_not_10(redis_store: str) -> None:
+    async with opened(redis_store) as one, opened(redis_store) as two:
         secret = await create(one, name="shared", rpm=5)
         await two.refresh()
         principals = [await one.authenticate(bearer(secret)), await two.authenticate(bearer(secret))]
@@ -476,8 +458,8 @@ async def test_two_replicas_sharing_redis_allow_rpm_5_not_10(redis_url: str) -> 
         assert admitted == 5
 
 
-async def test_two_replicas_200_concurrent_against_rpm_50(redis_url: str) -> None:
-    async with opened(redis_url) as one, opened(redis_url) as two:
+async def test_two_replicas_200_concurrent_against_rpm_50(redis_store: str) -> None:
+    async with opened(redis_store) as one, opened(redis_store) as two:
         secret = await create(one, name="crowd", rpm=50)
         await two.refresh()
         p1, p2 = await one.authenticate(bearer(secret)), await two.authenticate(bearer(secret))
@@ -486,8 +468,8 @@ async def test_two_replicas_200_concurrent_against_rpm_50(redis_url: str) -> Non
         assert sum(1 for r in results if not isinstance(r, BaseException)) == 50
 
 
-async def test_two_replicas_share_budgets_and_tokens(redis_url: str) -> None:
-    async with opened(redis_url) as one, opened(redis_url) as two:
+async def test_two_replicas_share_budgets_and_tokens(redis_store: str) -> None:
+    async with opened(redis_store) as one, opened(redis_store) as two:
         secret = await create(one, name="shared", daily_tokens=1000, tpm=100_000)
         await two.refresh()
         p1, p2 = await one.authenticate(bearer(secret)), await two.authenticate(bearer(secret))

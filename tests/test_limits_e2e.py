@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -31,7 +28,7 @@ import orjson
 import pytest
 
 from tests import servers
-from tests.keys_support import keys_cli, redis_server
+from tests.keys_support import keys_cli
 from tests.polling import eventually
 
 pytestmark = pytest.mark.e2e
@@ -97,8 +94,8 @@ def assert_rpm_held(responses: list[httpx.Response], rpm: int) -> None:
             assert response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_200_concurrent_requests_on_an_rpm_50_key_get_exactly_50_answers_on_sqlite(tmp_path: Path) -> None:
-    store = str(tmp_path / "claude-proxy.db")
+def test_200_concurrent_requests_on_an_rpm_50_key_get_exactly_50_answers_on_sqlite(sqlite_store: str) -> None:
+    store = sqlite_store
     secret = create_key(store, "burst", "--rpm", "50")
     with servers.simulator() as upstream, servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as url:
         responses = asyncio.run(burst([url], secret, [chat(i) for i in range(200)]))
@@ -106,9 +103,11 @@ def test_200_concurrent_requests_on_an_rpm_50_key_get_exactly_50_answers_on_sqli
     assert ledger(store, "burst")["requests"] == 50  # written on the gateway's shutdown at the latest
 
 
-def test_200_concurrent_requests_on_an_rpm_50_key_get_exactly_50_answers_across_two_gateways_on_redis() -> None:
+def test_200_concurrent_requests_on_an_rpm_50_key_get_exactly_50_answers_across_two_gateways_on_redis(
+    redis_store: str,
+) -> None:
+    store = redis_store
     with (
-        redis_server() as store,
         servers.simulator() as upstream,
         servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as first,
         servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as second,
@@ -132,27 +131,23 @@ def wait_until_known(url: str, secret: str, within: float = 5.0) -> None:
 
 
 @contextmanager
-def gateways_on(kind: str, upstream: str, tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+def gateways_on(store: str, upstream: str) -> Iterator[tuple[str, list[str]]]:
     """One gateway on a SQLite file, or two sharing a Redis."""
-    if kind == "sqlite":
-        store = str(tmp_path / "claude-proxy.db")
+    if not store.startswith("redis://"):
         with servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as url:
             yield store, [url]
         return
     with (
-        redis_server() as store,
         servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as first,
         servers.gateway(upstream, STATIC_KEY, {"PROXY_STORE": store}) as second,
     ):
         yield store, [first, second]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_a_daily_budget_is_overrun_by_at_most_one_requests_usage_under_concurrent_bursts(
-    kind: str, tmp_path: Path
-) -> None:
+def test_a_daily_budget_is_overrun_by_at_most_one_requests_usage_under_concurrent_bursts(store_url: str) -> None:
+    kind = "redis" if store_url.startswith("redis://") else "sqlite"
     budget = 3000
-    with servers.simulator() as upstream, gateways_on(kind, upstream, tmp_path) as (store, urls):
+    with servers.simulator() as upstream, gateways_on(store_url, upstream) as (store, urls):
         secret = create_key(store, "budgeted", "--daily-tokens", str(budget))
         for url in urls:
             wait_until_known(url, secret)
@@ -181,23 +176,16 @@ def test_a_daily_budget_is_overrun_by_at_most_one_requests_usage_under_concurren
         print(f"\n{kind}: {len(answered)} answered, {refused} refused, {used} of {budget} tokens (largest {largest})")
 
 
-def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start_and_names_redis(tmp_path: Path) -> None:
+def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start_and_names_redis(sqlite_store: str) -> None:
     # Each process keeps its rate windows and budget reservations in memory: two on one file each
     # admitted up to the whole budget (4,902 tokens of 3,000). One gateway per file, or Redis.
-    store = str(tmp_path / "claude-proxy.db")
+    store = sqlite_store
     with (
         servers.simulator() as upstream,
         servers.gateway_process(upstream, STATIC_KEY, {"PROXY_STORE": store}) as (_, first),
     ):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
-        env.update(ANTHROPIC_API_KEY="sk-ant-test-upstream", ANTHROPIC_BASE_URL=upstream, PROXY_STORE=store)
-        second = subprocess.run(
-            [sys.executable, "-m", "proxy", "serve", "--port", str(servers.free_port())],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        env = {"ANTHROPIC_API_KEY": "sk-ant-test-upstream", "ANTHROPIC_BASE_URL": upstream, "PROXY_STORE": store}
+        second = servers.run_to_exit(["serve", "--port", str(servers.free_port())], env)
         assert second.returncode == 2, second.stderr
         assert f"another gateway (pid {first.pid}) serves from the SQLite key store {store}" in second.stderr
         assert "PROXY_STORE=redis://" in second.stderr
@@ -207,8 +195,10 @@ def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start_and_names_red
         assert httpx.get(f"{url}/healthz").status_code == 200
 
 
-def test_a_second_gateway_on_one_sqlite_file_may_start_when_per_process_limits_are_accepted(tmp_path: Path) -> None:
-    store = str(tmp_path / "claude-proxy.db")
+def test_a_second_gateway_on_one_sqlite_file_may_start_when_per_process_limits_are_accepted(
+    sqlite_store: str, tmp_path: Path
+) -> None:
+    store = sqlite_store
     accepted = {"PROXY_STORE": store, "PROXY_ALLOW_PER_PROCESS_LIMITS": "true"}
     log_file = tmp_path / "second.log"
     with (
@@ -267,8 +257,8 @@ class Traffic:
                         self.completed += 1
 
 
-def test_a_gateway_killed_mid_traffic_leaves_its_sqlite_store_intact(tmp_path: Path) -> None:
-    store = str(tmp_path / "claude-proxy.db")
+def test_a_gateway_killed_mid_traffic_leaves_its_sqlite_store_intact(sqlite_store: str) -> None:
+    store = sqlite_store
     secret = create_key(store, "steady", "--daily-tokens", "100000000")  # budgeted: settling touches it too
     with servers.simulator(event_delay=0.01) as upstream:
         with (

@@ -28,7 +28,7 @@ from proxy.native import (
     prepare_native,
 )
 from proxy.sse import SSEDecoder
-from proxy.translate.response import to_openai_usage
+from proxy.usage import Usage
 
 TABLE = ModelTable.with_overrides(aliases={"fast": "claude-haiku-4-5"})
 STREAMS = Path(__file__).parent / "fixtures" / "stream"
@@ -89,7 +89,7 @@ def test_message_usage() -> None:
 @pytest.mark.parametrize("named", [True, False])
 def test_stream_usage_matches_the_final_message(name: str, named: bool) -> None:
     meter = NativeUsage()
-    assert meter.usage is None and meter.openai_usage is None
+    assert meter.usage is None and meter.tokens is None
     for event, data in SSEDecoder().feed((STREAMS / f"{name}.sse").read_bytes()):
         meter.feed(event if named else "message", data)
     final = orjson.loads((STREAMS / f"{name}.message.json").read_bytes())["usage"]
@@ -97,7 +97,7 @@ def test_stream_usage_matches_the_final_message(name: str, named: bool) -> None:
     assert usage is not None
     for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
         assert usage.get(key) == final.get(key), key
-    assert meter.openai_usage == to_openai_usage(usage)
+    assert meter.tokens == Usage.from_anthropic(usage)
 
 
 def test_stream_usage_ignores_what_it_cannot_read() -> None:
@@ -115,7 +115,7 @@ def test_usage_whose_counts_cannot_be_added_up_is_left_unmetered_not_raised(coun
     meter.feed("message_start", orjson.dumps(start))
     meter.feed("message_delta", orjson.dumps({"type": "message_delta", "usage": {"output_tokens": count}}))
     assert meter.usage == {"input_tokens": 5, "output_tokens": 1}  # the odd delta is not merged
-    assert meter.openai_usage is not None and meter.openai_usage["completion_tokens"] == 1
+    assert meter.tokens is not None and meter.tokens.output == 1
     assert message_usage({"usage": {"input_tokens": count, "output_tokens": 2}}) is None
 
 

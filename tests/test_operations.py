@@ -161,25 +161,13 @@ def test_check_config_masks_secrets_and_names_the_bad_key(tmp_path: Path) -> Non
 
 def test_invalid_config_fails_fast_at_startup(tmp_path: Path) -> None:
     bad = _write_config({"upstream": {"max_attempts": "many"}}, tmp_path)
-    started = subprocess.run(
-        [sys.executable, "-m", "proxy", "serve", "--config", str(bad), "--port", str(servers.free_port())],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    started = servers.run_to_exit(["serve", "--config", str(bad), "--port", str(servers.free_port())], timeout=30)
     assert started.returncode == 2
     assert "upstream.max_attempts" in started.stderr
 
 
 def test_public_bind_without_keys_refuses_to_start() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
-    started = subprocess.run(
-        [sys.executable, "-m", "proxy", "serve", "--host", "0.0.0.0", "--port", str(servers.free_port())],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    started = servers.run_to_exit(["serve", "--host", "0.0.0.0", "--port", str(servers.free_port())], timeout=30)
     assert started.returncode == 2
     assert "PROXY_API_KEYS" in started.stderr and "PROXY_ALLOW_ANONYMOUS" in started.stderr
 
@@ -260,15 +248,9 @@ def test_a_gateway_with_an_upstream_key_does_not_say_it_is_simulated(gateway: tu
 
 
 def test_a_public_bind_with_client_keys_but_an_empty_upstream_key_refuses_to_start() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
-    env.update(ANTHROPIC_API_KEY="", PROXY_API_KEYS=CLIENT_KEY)
-    started = subprocess.run(
-        [sys.executable, "-m", "proxy", "serve", "--host", "0.0.0.0", "--port", str(servers.free_port())],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
+    env = {"ANTHROPIC_API_KEY": "", "PROXY_API_KEYS": CLIENT_KEY}
+    args = ["serve", "--host", "0.0.0.0", "--port", str(servers.free_port())]
+    started = servers.run_to_exit(args, env, timeout=30)
     assert started.returncode == 2
     assert "built-in simulator" in started.stderr and "PROXY_SIMULATE=true" in started.stderr
 
@@ -304,36 +286,15 @@ def test_console_script_is_the_same_command() -> None:
         assert verb in result.stdout
 
 
-def test_a_stderr_nobody_reads_does_not_stall_the_gateway(simulator: str, tmp_path: Path) -> None:
+def test_a_stderr_nobody_reads_does_not_stall_the_gateway(simulator: str) -> None:
     # stderr is a pipe this test never reads: its buffer (64 KiB) holds ~150 access lines. A gateway
     # that wrote its logs from the event loop would block on the next write, and every request with it.
     port = servers.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXY_", "ANTHROPIC_"))}
-    env.update(
-        ANTHROPIC_API_KEY=UPSTREAM_KEY,
-        ANTHROPIC_BASE_URL=simulator,
-        PROXY_API_KEYS=CLIENT_KEY,
-        PROXY_STORE=str(tmp_path / "keys.db"),
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the gateway did not start"
-                time.sleep(0.05)
-        with httpx.Client(base_url=url, headers=AUTH, timeout=5) as client:
-            for _ in range(600):  # ~4 times what the pipe holds
-                assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
-    finally:
-        process.kill()
-        process.communicate(timeout=10)
+    url = f"http://127.0.0.1:{port}"
+    env = {"ANTHROPIC_API_KEY": UPSTREAM_KEY, "ANTHROPIC_BASE_URL": simulator, "PROXY_API_KEYS": CLIENT_KEY}
+    with (
+        servers.run(["serve", "--port", str(port)], f"{url}/healthz", env, stderr=subprocess.PIPE),
+        httpx.Client(base_url=url, headers=AUTH, timeout=5) as client,
+    ):
+        for _ in range(600):  # ~4 times what the pipe holds
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200

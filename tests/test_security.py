@@ -27,7 +27,7 @@ from proxy.errors import AuthenticationFailed
 from proxy.keys import KeyService, open_store
 from proxy.logs import JSONFormatter
 from proxy.server import uvicorn_config as server_config
-from proxy.upstream import InProcessTransport
+from proxy.simulator.transport import InProcessTransport
 from tests import servers
 from tests.faults import (
     CHAT,

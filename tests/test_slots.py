@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from proxy.app import Gateway
+from proxy.gateway import Gateway
 from tests.faults import (
     BLOCK_START,
     BLOCK_STOP,

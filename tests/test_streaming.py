@@ -15,13 +15,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 
-from proxy.app import create_app
-from proxy.config import Settings
+from proxy.simulator.transport import InProcessTransport
 from proxy.streaming import EventStreamResponse
-from proxy.upstream import InProcessTransport
-from tests.servers import free_port
+from tests.faults import serve_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -103,18 +100,10 @@ class ScriptedUpstream:
 
 @contextlib.asynccontextmanager
 async def serve(fake: ASGIApp, **settings: Any) -> AsyncIterator[str]:
-    config = Settings(anthropic_api_key="k", anthropic_base_url="http://upstream", **settings)
-    app = create_app(config, transport=InProcessTransport(fake))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_gateway(
+        "http://upstream", transport=InProcessTransport(fake), anthropic_api_key="k", api_keys=[], **settings
+    ) as gateway:
+        yield gateway.url
 
 
 def data_lines(raw: bytes) -> list[bytes]:

@@ -17,6 +17,7 @@ from proxy.translate.response import (
     to_chat_completion,
     to_openai_usage,
 )
+from proxy.usage import Usage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "response"
 CASES = sorted(p.name.removesuffix(".message.json") for p in FIXTURES.glob("*.message.json"))
@@ -117,12 +118,14 @@ def test_completion_id_keeps_an_id_without_the_msg_prefix() -> None:
 
 def test_usage_prompt_tokens_sum_input_and_both_cache_counts() -> None:
     usage = to_openai_usage(
-        {
-            "input_tokens": 12,
-            "cache_creation_input_tokens": 248,
-            "cache_read_input_tokens": 1800,
-            "output_tokens": 24,
-        }
+        Usage.from_anthropic(
+            {
+                "input_tokens": 12,
+                "cache_creation_input_tokens": 248,
+                "cache_read_input_tokens": 1800,
+                "output_tokens": 24,
+            }
+        )
     )
     assert usage["prompt_tokens"] == 2060
     assert usage["completion_tokens"] == 24
@@ -131,19 +134,25 @@ def test_usage_prompt_tokens_sum_input_and_both_cache_counts() -> None:
 
 
 def test_usage_treats_missing_or_null_cache_counts_as_zero() -> None:
-    usage = to_openai_usage({"input_tokens": 5, "cache_read_input_tokens": None, "output_tokens": 7})
+    usage = to_openai_usage(
+        Usage.from_anthropic({"input_tokens": 5, "cache_read_input_tokens": None, "output_tokens": 7})
+    )
     assert usage["prompt_tokens"] == 5
     assert usage["total_tokens"] == 12
     assert usage["prompt_tokens_details"]["cached_tokens"] == 0
 
 
 def test_usage_reasoning_tokens_come_from_thinking_tokens() -> None:
-    usage = to_openai_usage({"input_tokens": 1, "output_tokens": 96, "output_tokens_details": {"thinking_tokens": 71}})
+    usage = to_openai_usage(
+        Usage.from_anthropic({"input_tokens": 1, "output_tokens": 96, "output_tokens_details": {"thinking_tokens": 71}})
+    )
     assert usage["completion_tokens_details"] == {"reasoning_tokens": 71}
 
 
 def test_usage_reasoning_tokens_are_zero_without_output_details() -> None:
-    usage = to_openai_usage({"input_tokens": 1, "output_tokens": 2, "output_tokens_details": None})
+    usage = to_openai_usage(
+        Usage.from_anthropic({"input_tokens": 1, "output_tokens": 2, "output_tokens_details": None})
+    )
     assert usage["completion_tokens_details"] == {"reasoning_tokens": 0}
 
 
@@ -276,8 +285,10 @@ def test_merge_completions_indexes_choices_and_sums_usage() -> None:
 
 
 def test_merge_usage_sums_nested_counts() -> None:
-    a = to_openai_usage({"input_tokens": 10, "output_tokens": 5, "output_tokens_details": {"thinking_tokens": 2}})
-    b = to_openai_usage({"input_tokens": 7, "cache_read_input_tokens": 3, "output_tokens": 1})
+    a = to_openai_usage(
+        Usage.from_anthropic({"input_tokens": 10, "output_tokens": 5, "output_tokens_details": {"thinking_tokens": 2}})
+    )
+    b = to_openai_usage(Usage.from_anthropic({"input_tokens": 7, "cache_read_input_tokens": 3, "output_tokens": 1}))
     assert merge_usage([a, b]) == {
         "prompt_tokens": 20,
         "completion_tokens": 6,

@@ -16,8 +16,9 @@ import pytest
 
 from proxy.config import Settings
 from proxy.errors import RateLimited, ServiceUnavailable, UpstreamAuthFailed, UpstreamRejected, UpstreamTimeout
+from proxy.simulator.transport import InProcessTransport
 from proxy.translate.errors import from_upstream
-from proxy.upstream import InProcessTransport, Scrubber, Upstream, UpstreamReply, UpstreamStream
+from proxy.upstream import Scrubber, Upstream, UpstreamReply, UpstreamStream
 
 pytestmark = pytest.mark.anyio
 
@@ -127,7 +128,7 @@ async def test_529_forever_ends_in_overloaded_within_the_deadline(clock: FakeClo
 
 
 async def test_backoff_grows_and_stays_under_the_cap(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("proxy.upstream.random.random", lambda: 1.0)
+    monkeypatch.setattr("proxy.upstream.retry.random.random", lambda: 1.0)
     fake = FakeUpstream(error(503, "api_error"))
     await make(fake, clock, max_attempts=6, max_backoff=3, retry_deadline=100).request("POST", "/v1/messages")
     assert clock.slept == [0.5, 1.0, 2.0, 3.0, 3.0]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 
+from proxy.keys.backends import open_store
 from proxy.keys.ledger import PriceTable
-from proxy.keys.model import ClientKeyConfig, ClientKeyRecord, NewKey, keys_from_config
+from proxy.keys.records import ClientKeyConfig, ClientKeyRecord, NewKey, keys_from_config
 from proxy.keys.service import (
     ANONYMOUS,
     Admission,
@@ -23,9 +24,8 @@ from proxy.keys.service import (
     Principal,
     QuotaExceeded,
     estimate_tokens,
-    usage_counts,
 )
-from proxy.keys.store import KeyStore, StoreError, open_store
+from proxy.keys.store import KeyStore, StoreError
 
 
 async def any_keys_stored(store_url: str) -> bool:
@@ -59,5 +59,4 @@ __all__ = [
     "keys_from_config",
     "keys_stored",
     "open_store",
-    "usage_counts",
 ]

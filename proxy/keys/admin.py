@@ -39,7 +39,7 @@ from proxy.errors import (
     ProxyError,
     ServiceUnavailable,
 )
-from proxy.keys.model import NewKey, iso, utc
+from proxy.keys.records import NewKey, iso, utc
 from proxy.keys.service import ConfigKeyReadOnly, KeyService
 from proxy.keys.store import KeyExists, KeyNotFound, KeyRevoked, StoreError, UsageRow, day_of
 

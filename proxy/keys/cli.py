@@ -28,7 +28,8 @@ import orjson
 from pydantic import ValidationError
 
 from proxy.keys.admin import usage_summary
-from proxy.keys.model import STATIC_NAME_RE, ClientKeyRecord, NewKey, hash_secret, iso, new_record
+from proxy.keys.backends import open_store
+from proxy.keys.records import STATIC_NAME_RE, ClientKeyRecord, NewKey, hash_secret, iso, new_record
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
@@ -36,7 +37,6 @@ from proxy.keys.store import (
     KeyStore,
     StoreError,
     day_of,
-    open_store,
     redact_url,
 )
 

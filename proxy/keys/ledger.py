@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from proxy.keys.limits import Budgets
 from proxy.keys.store import KeyStore, StoreError, UsageRow, day_of
+from proxy.usage import Usage
 
 log = logging.getLogger("proxy.keys")
 
@@ -107,6 +108,10 @@ class Ledger:
         self._buffer: dict[tuple[str, str, str], UsageRow] = {}
         self._lock = asyncio.Lock()
         self._failing = False
+
+    def book(self, key: str, model: str, day: str, usage: Usage, cost: float) -> None:
+        """One request's usage: the whole prompt as input, with its cache reads and writes apart."""
+        self.add(UsageRow(key, model, day, 1, usage.prompt, usage.output, usage.cache_read, usage.cache_write, cost))
 
     def add(self, row: UsageRow) -> None:
         existing = self._buffer.get((row.key, row.model, row.day))

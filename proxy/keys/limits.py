@@ -18,7 +18,6 @@ reservations and not-yet-written usage.
 
 from __future__ import annotations
 
-import abc
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,13 +27,15 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import SlidingWindowCounterSupport
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from proxy.keys.store import month_of
+from proxy.keys.store import BudgetCheck, Budgets, month_of
 
 if TYPE_CHECKING:
     import redis.asyncio
     from limits.aio.storage import Storage
 
     from proxy.keys.store import UsageRow
+
+__all__ = ["BudgetCheck", "Budgets", "MemoryBudgets", "RateWindows", "RedisBudgets", "WindowState"]
 
 WINDOW = 60  # seconds: both rate limits are per minute
 
@@ -127,42 +128,6 @@ def _tokens_wait(previous: int, previous_ttl: float, current: int, current_ttl: 
 
 
 # --- budgets ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetCheck:
-    reserved: int  # tokens reserved (0 when refused)
-    exhausted: str | None  # "daily" or "monthly" when refused
-    used: int  # tokens used in the exhausted period (when refused)
-
-
-class Budgets(abc.ABC):
-    """Daily and monthly token counters per key, including reservations of calls in flight.
-
-    A request is admitted while its key has budget left in both periods; it reserves its estimate,
-    capped at what is left, and settling replaces the reservation by the real usage. So a budget
-    is overrun by at most the part of one request's usage beyond its reservation."""
-
-    @abc.abstractmethod
-    async def reserve(
-        self, name: str, day: str, amount: int, daily: int | None, monthly: int | None
-    ) -> BudgetCheck: ...
-
-    @abc.abstractmethod
-    async def adjust(self, name: str, day: str, delta: int) -> None: ...
-
-    @abc.abstractmethod
-    def written(self, rows: list[UsageRow]) -> None:
-        """The ledger wrote ``rows`` to the store."""
-
-    @abc.abstractmethod
-    def totals(self, day: str, totals: dict[str, tuple[int, int]]) -> None:
-        """Fresh ledger totals for ``day`` and its month, per key."""
-
-    @property
-    @abc.abstractmethod
-    def needs_totals(self) -> bool:
-        """Whether the ledger should pass ``totals`` after each write."""
 
 
 class MemoryBudgets(Budgets):

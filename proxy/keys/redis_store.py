@@ -23,7 +23,7 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from proxy.keys.limits import Budgets, RedisBudgets
-from proxy.keys.model import ClientKeyRecord
+from proxy.keys.records import ClientKeyRecord
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,

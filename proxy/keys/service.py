@@ -9,7 +9,7 @@ The chat route does, per request::
     try:
         ...upstream call...; headers |= admission.headers
     finally:
-        await keys.settle(admission, model=..., input_tokens=..., output_tokens=..., cached_tokens=...)
+        await keys.settle_usage(admission, model=..., usage=...)  # a proxy.usage.Usage; None: nothing came back
 
 Key records are cached in memory and refreshed every second (a one-value version check), so the hot
 path does no store I/O for authentication; rate and budget checks use the ``limits`` library's
@@ -34,9 +34,10 @@ from pydantic import SecretStr
 
 from proxy.auth import digest, matching_name, presented_key, redact
 from proxy.errors import AuthenticationFailed, PermissionDenied, ProxyError, RateLimited, ServiceUnavailable
+from proxy.keys.backends import open_store
 from proxy.keys.ledger import Ledger, PriceTable
 from proxy.keys.limits import RateWindows, WindowState, duration, rate_headers
-from proxy.keys.model import ClientKeyConfig, ClientKeyRecord, NewKey, iso, keys_from_config, new_record
+from proxy.keys.records import ClientKeyConfig, ClientKeyRecord, NewKey, iso, keys_from_config, new_record
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
@@ -44,10 +45,10 @@ from proxy.keys.store import (
     StoreError,
     UsageRow,
     day_of,
-    open_store,
     seconds_until_next_day,
     seconds_until_next_month,
 )
+from proxy.usage import Usage
 
 log = logging.getLogger("proxy.keys")
 
@@ -166,33 +167,6 @@ class _Counter:
                     self.walk(item, depth + 1)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             self.text_bytes += 4
-
-
-def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
-    """``settle``'s token arguments from an OpenAI or an Anthropic usage object."""
-
-    def number(source: Mapping[str, Any] | None, key: str) -> int:
-        value = source.get(key) if source else None
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    if not usage:
-        return {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "cache_write_tokens": 0}
-    if "prompt_tokens" in usage or "completion_tokens" in usage:
-        details = usage.get("prompt_tokens_details")
-        details = details if isinstance(details, Mapping) else None
-        return {
-            "input_tokens": number(usage, "prompt_tokens"),
-            "output_tokens": number(usage, "completion_tokens"),
-            "cached_tokens": number(details, "cached_tokens"),
-            "cache_write_tokens": number(details, "cache_write_tokens"),
-        }
-    read, written = number(usage, "cache_read_input_tokens"), number(usage, "cache_creation_input_tokens")
-    return {
-        "input_tokens": number(usage, "input_tokens") + read + written,
-        "output_tokens": number(usage, "output_tokens"),
-        "cached_tokens": read,
-        "cache_write_tokens": written,
-    }
 
 
 class KeyService:
@@ -523,41 +497,46 @@ class KeyService:
         cached_tokens: int,
         cache_write_tokens: int = 0,
     ) -> None:
-        """Books the request's real usage and replaces its reservations by it. Idempotent: only the
-        first call counts. Safe in a ``finally`` of a cancelled stream: the ledger entry is made
-        before the first await, and the limiter update runs to completion in its own task.
+        """``settle_usage`` from OpenAI-style counts: ``input_tokens`` is the whole prompt (OpenAI's
+        ``prompt_tokens``: cache reads and writes included), ``cached_tokens`` the cache reads among
+        them, ``cache_write_tokens`` the cache writes; pass zeros when nothing came back."""
+        prompt = max(int(input_tokens or 0), 0)
+        cached = min(max(int(cached_tokens or 0), 0), prompt)
+        written = min(max(int(cache_write_tokens or 0), 0), prompt - cached)
+        usage = Usage(
+            input=prompt - cached - written,
+            output=max(int(output_tokens or 0), 0),
+            cache_read=cached,
+            cache_write=written,
+        )
+        await self.settle_usage(admission, model=model, usage=usage)
 
-        ``input_tokens`` is the whole prompt (OpenAI's ``prompt_tokens``: cache reads and writes
-        included), ``cached_tokens`` the cache reads among them, ``cache_write_tokens`` the cache
-        writes; pass zeros when nothing came back. Limits and budgets count input + output."""
+    async def settle_usage(self, admission: Admission, *, model: str, usage: Usage | None) -> None:
+        """Books the request's real usage and replaces its reservations by it; ``None`` (nothing
+        came back) settles at zero. Idempotent: only the first call counts. Safe in a ``finally`` of
+        a cancelled stream: the ledger entry is made before the first await, and the limiter update
+        runs to completion in its own task. Limits and budgets count the whole prompt + output."""
         if admission.settled:
             return
         admission.settled = True
         self._unsettled.pop(id(admission), None)
-        usage_in = max(int(input_tokens or 0), 0)
-        usage_out = max(int(output_tokens or 0), 0)
-        cached = min(max(int(cached_tokens or 0), 0), usage_in)
-        written = min(max(int(cache_write_tokens or 0), 0), usage_in - cached)
+        usage = usage if usage is not None else Usage()
         p = admission.principal
         if p.source != "anonymous":
             cost = self.prices.cost(
-                model, input_tokens=usage_in, output_tokens=usage_out, cached_tokens=cached, cache_write_tokens=written
+                model,
+                input_tokens=usage.prompt,
+                output_tokens=usage.output,
+                cached_tokens=usage.cache_read,
+                cache_write_tokens=usage.cache_write,
             )
-            self.ledger.add(UsageRow(p.name, model, admission.day, 1, usage_in, usage_out, cached, written, cost))
-        used = usage_in + usage_out
+            self.ledger.book(p.name, model, admission.day, usage, cost)
+        used = usage.total
         tpm_delta = used - admission.tpm_reserved if p.tpm is not None else 0
         budget_delta = used - admission.budget_reserved if p.budgeted else 0
         if tpm_delta or budget_delta:
             task = self._spawn(self._settle_limits(admission, tpm_delta, budget_delta))
             await asyncio.shield(task)
-
-    async def settle_usage(self, admission: Admission, *, model: str, usage: Mapping[str, Any] | None) -> None:
-        """``settle`` from a usage object as the gateway has it: OpenAI's (``prompt_tokens``,
-        ``completion_tokens``, ``prompt_tokens_details.cached_tokens`` / ``cache_write_tokens``) or
-        Anthropic's (``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
-        ``cache_creation_input_tokens``). ``None`` (nothing came back) settles at zero."""
-        counts = usage_counts(usage)
-        await self.settle(admission, model=model, **counts)
 
     async def _settle_limits(self, admission: Admission, tpm_delta: int, budget_delta: int) -> None:
         p = admission.principal
@@ -669,5 +648,4 @@ __all__ = [
     "Principal",
     "QuotaExceeded",
     "estimate_tokens",
-    "usage_counts",
 ]

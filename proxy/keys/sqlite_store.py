@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from proxy.keys.limits import Budgets, MemoryBudgets
-from proxy.keys.model import ClientKeyRecord
+from proxy.keys.records import ClientKeyRecord
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,

@@ -18,12 +18,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from proxy.keys.model import ClientKeyRecord
+from proxy.keys.records import ClientKeyRecord
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
-
-    from proxy.keys.limits import Budgets
 
 
 class StoreError(Exception):
@@ -110,6 +108,45 @@ def seconds_until_next_day(moment: float) -> float:
 def seconds_until_next_month(moment: float) -> float:
     start = date.fromisoformat(next_month_start(month_of(day_of(moment))))
     return max(datetime(start.year, start.month, 1, tzinfo=UTC).timestamp() - moment, 0.0)
+
+
+# --- what a store offers besides keys and usage: the budget counters (kept by proxy.keys.limits) ---
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCheck:
+    reserved: int  # tokens reserved (0 when refused)
+    exhausted: str | None  # "daily" or "monthly" when refused
+    used: int  # tokens used in the exhausted period (when refused)
+
+
+class Budgets(abc.ABC):
+    """Daily and monthly token counters per key, including reservations of calls in flight.
+
+    A request is admitted while its key has budget left in both periods; it reserves its estimate,
+    capped at what is left, and settling replaces the reservation by the real usage. So a budget
+    is overrun by at most the part of one request's usage beyond its reservation."""
+
+    @abc.abstractmethod
+    async def reserve(
+        self, name: str, day: str, amount: int, daily: int | None, monthly: int | None
+    ) -> BudgetCheck: ...
+
+    @abc.abstractmethod
+    async def adjust(self, name: str, day: str, delta: int) -> None: ...
+
+    @abc.abstractmethod
+    def written(self, rows: list[UsageRow]) -> None:
+        """The ledger wrote ``rows`` to the store."""
+
+    @abc.abstractmethod
+    def totals(self, day: str, totals: dict[str, tuple[int, int]]) -> None:
+        """Fresh ledger totals for ``day`` and its month, per key."""
+
+    @property
+    @abc.abstractmethod
+    def needs_totals(self) -> bool:
+        """Whether the ledger should pass ``totals`` after each write."""
 
 
 class KeyStore(abc.ABC):
@@ -210,18 +247,3 @@ def _redact_param(pair: str) -> str:
     name, equals, _ = pair.partition("=")
     secret = equals and any(word in name.lower() for word in _SECRET_QUERY_WORDS)
     return f"{name}=***" if secret else pair
-
-
-def open_store(url: str, *, create: bool = True) -> KeyStore:
-    """The store for ``url``. Nothing is contacted yet; the first call connects. With
-    ``create=False`` a missing SQLite file reads as an empty store and is created by the first write."""
-    url = url.strip()
-    if not url:
-        raise StoreError("the store URL is empty: set PROXY_STORE to a file path or redis://host:port/db")
-    if is_redis_url(url):
-        from proxy.keys.redis_store import RedisStore
-
-        return RedisStore(url)
-    from proxy.keys.sqlite_store import SQLiteStore
-
-    return SQLiteStore(sqlite_path(url), create=create)

@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from proxy.usage import Usage
+
 __all__ = [
     "completion_id",
     "finish_reason",
@@ -44,25 +46,18 @@ def completion_id(message_id: str) -> str:
     return "chatcmpl-" + message_id.removeprefix("msg_")
 
 
-def to_openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI `CompletionUsage` from Anthropic `Usage` (or a message_start usage merged with
-    message_delta's cumulative counts).
+def to_openai_usage(usage: Usage) -> dict[str, Any]:
+    """OpenAI `CompletionUsage` from the gateway's `Usage`.
 
     Anthropic counts cache reads and writes apart from `input_tokens`; OpenAI's `prompt_tokens`
     includes them, with the reads reported again as `cached_tokens`.
     """
-    cache_write = usage.get("cache_creation_input_tokens") or 0
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_write + cache_read
-    completion = usage.get("output_tokens") or 0
-    details = usage.get("output_tokens_details")
-    reasoning = (details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read, "cache_write_tokens": cache_write},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
+        "prompt_tokens": usage.prompt,
+        "completion_tokens": usage.output,
+        "total_tokens": usage.total,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read, "cache_write_tokens": usage.cache_write},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning},
     }
 
 
@@ -166,5 +161,5 @@ def to_chat_completion(message: dict[str, Any], *, created: int) -> dict[str, An
                 "finish_reason": finish_reason(message.get("stop_reason")) or "stop",
             }
         ],
-        "usage": to_openai_usage(message.get("usage") or {}),
+        "usage": to_openai_usage(Usage.from_anthropic(message.get("usage"))),
     }

@@ -40,6 +40,7 @@ from proxy.translate.response import (
     to_openai_usage,
     url_citation,
 )
+from proxy.usage import Usage
 
 __all__ = ["ChoiceStreams", "StreamTranslator", "checked_usage"]
 
@@ -50,30 +51,13 @@ _FIRST_DELTA = b'{"role":"assistant","content":""}'
 
 _Handler = Callable[["StreamTranslator", dict[str, Any]], bytes]
 
-# The token counts of Anthropic's `Usage` that the gateway adds up, meters and bills.
-_COUNTS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-
 
 def checked_usage(usage: Any) -> dict[str, Any]:
-    """An Anthropic usage object whose counts can be added up: each of `_COUNTS` (and
-    `output_tokens_details.thinking_tokens`) absent, null or a non-negative integer. Null or
-    absent usage is an empty one. Anything else raises `UpstreamError` naming the field."""
-    if usage is None:
-        return {}
-    if not isinstance(usage, dict):
-        raise _malformed("usage", usage)
-    for name in _COUNTS:
-        if not _countable(value := usage.get(name)):
-            raise _malformed(f"usage.{name}", value)
-    details = usage.get("output_tokens_details")
-    if isinstance(details, dict) and not _countable(value := details.get("thinking_tokens")):
-        raise _malformed("usage.output_tokens_details.thinking_tokens", value)
-    return usage
-
-
-def _countable(value: Any) -> bool:
-    # `type(...) is int` also refuses True and False, which isinstance would take for 1 and 0.
-    return value is None or (type(value) is int and value >= 0)
+    """An Anthropic usage object whose counts can be added up (`Usage.from_anthropic` accepts it):
+    each count absent, null or a non-negative integer. Null or absent usage is an empty one.
+    Anything else raises `UpstreamError` naming the field."""
+    Usage.from_anthropic(usage)
+    return {} if usage is None else usage
 
 
 def _malformed(name: str, value: Any) -> UpstreamError:
@@ -178,9 +162,15 @@ class StreamTranslator:
         return self._usage
 
     @property
+    def tokens(self) -> Usage | None:
+        """The tokens used so far, as the gateway meters them; None before `message_start`."""
+        return None if self._usage is None else Usage.from_anthropic(self._usage)
+
+    @property
     def usage(self) -> dict[str, Any] | None:
-        """The OpenAI usage so far; None before `message_start`."""
-        return None if self._usage is None else to_openai_usage(self._usage)
+        """The OpenAI usage so far (the client's rendering of `tokens`); None before `message_start`."""
+        tokens = self.tokens
+        return None if tokens is None else to_openai_usage(tokens)
 
     def feed(self, event: str, data: bytes) -> bytes:
         if self._done:
@@ -211,8 +201,8 @@ class StreamTranslator:
         self._done = True
         if not self._terminal:
             return b""
-        if self._include_usage and self._usage is not None:
-            return self.usage_chunk(to_openai_usage(self._usage)) + _DONE
+        if self._include_usage and (usage := self.usage) is not None:
+            return self.usage_chunk(usage) + _DONE
         return _DONE
 
     def usage_chunk(self, usage: dict[str, Any]) -> bytes:

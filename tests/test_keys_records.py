@@ -10,19 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from proxy.keys import ClientKeyConfig, NewKey, PriceTable, keys_from_config, keys_stored, usage_counts
+from proxy.keys import ClientKeyConfig, NewKey, PriceTable, keys_from_config, keys_stored
+from proxy.keys.backends import open_store
 from proxy.keys.cli import main
 from proxy.keys.limits import MemoryBudgets, _tokens_wait, duration, rate_headers
-from proxy.keys.model import MAX_METADATA_BYTES, hash_secret, new_record, new_secret, secret_hint
+from proxy.keys.records import MAX_METADATA_BYTES, hash_secret, new_record, new_secret, secret_hint
 from proxy.keys.store import (
     StoreError,
     UsageRow,
-    open_store,
     redact_url,
     seconds_until_next_day,
     seconds_until_next_month,
     sqlite_path,
 )
+from proxy.usage import Usage
 from tests.keys_support import SECRET_RE
 
 pytestmark = pytest.mark.anyio
@@ -220,28 +221,20 @@ def test_calendar() -> None:
     assert seconds_until_next_month(noon) == 12 * 3600
 
 
-def test_usage_counts_read_both_shapes() -> None:
-    zero = {"input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "cache_write_tokens": 0}
-    assert usage_counts(None) == zero and usage_counts({}) == zero
-    openai = {
-        "prompt_tokens": 100,
-        "completion_tokens": 20,
-        "total_tokens": 120,
-        "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 10},
-    }
+def test_usage_counts_from_anthropics_usage() -> None:
+    zero = Usage()
+    assert Usage.from_anthropic(None) == zero and Usage.from_anthropic({}) == zero
     anthropic = {
         "input_tokens": 60,
         "cache_read_input_tokens": 30,
         "cache_creation_input_tokens": 10,
         "output_tokens": 20,
     }
-    expected = {"input_tokens": 100, "output_tokens": 20, "cached_tokens": 30, "cache_write_tokens": 10}
-    assert usage_counts(openai) == expected
-    assert usage_counts(anthropic) == expected
-    assert usage_counts({"prompt_tokens": 5, "completion_tokens": None, "prompt_tokens_details": None}) == {
-        **zero,
-        "input_tokens": 5,
-    }
+    usage = Usage.from_anthropic(anthropic)
+    # what settle books: the whole prompt, the output, the cache reads and writes among the prompt
+    assert (usage.prompt, usage.output, usage.cache_read, usage.cache_write) == (100, 20, 30, 10)
+    nulls = Usage.from_anthropic({"input_tokens": 5, "output_tokens": None, "cache_read_input_tokens": None})
+    assert nulls == Usage(input=5)
 
 
 def test_keys_stored_for_start_up_checks(tmp_path: Path) -> None:
