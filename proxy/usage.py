@@ -17,7 +17,7 @@ from typing import Any
 
 from proxy.errors import UpstreamError
 
-__all__ = ["Usage"]
+__all__ = ["Usage", "malformed"]
 
 # Anthropic's token counts that the gateway adds up, meters and bills, by field name.
 _COUNTS = (
@@ -46,17 +46,17 @@ class Usage:
         if usage is None:
             return cls()
         if not isinstance(usage, dict):
-            raise _malformed("usage", usage)
+            raise malformed("usage", usage)
         counts: dict[str, int] = {}
         for field, name in _COUNTS:
             value = usage.get(name)
             if not _countable(value):
-                raise _malformed(f"usage.{name}", value)
+                raise malformed(f"usage.{name}", value)
             counts[field] = value or 0
         details = usage.get("output_tokens_details")
         reasoning = details.get("thinking_tokens") if isinstance(details, dict) else None
         if not _countable(reasoning):
-            raise _malformed("usage.output_tokens_details.thinking_tokens", reasoning)
+            raise malformed("usage.output_tokens_details.thinking_tokens", reasoning)
         return cls(**counts, reasoning=reasoning or 0)
 
     def __add__(self, other: Usage) -> Usage:
@@ -87,6 +87,7 @@ def _countable(value: Any) -> bool:
     return value is None or (type(value) is int and value >= 0)
 
 
-def _malformed(name: str, value: Any) -> UpstreamError:
+def malformed(name: str, value: Any) -> UpstreamError:
+    """The error for upstream data of the wrong shape: names the field, shows a short value."""
     shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
     return UpstreamError(f"The upstream API sent malformed data: {name} is {shown}.")

@@ -40,7 +40,7 @@ from proxy.translate.response import (
     to_openai_usage,
     url_citation,
 )
-from proxy.usage import Usage
+from proxy.usage import Usage, malformed
 
 __all__ = ["ChoiceStreams", "StreamTranslator", "checked_usage"]
 
@@ -60,15 +60,10 @@ def checked_usage(usage: Any) -> dict[str, Any]:
     return {} if usage is None else usage
 
 
-def _malformed(name: str, value: Any) -> UpstreamError:
-    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
-    return UpstreamError(f"The upstream API sent malformed data: {name} is {shown}.")
-
-
 def _text(value: Any, name: str) -> str:
     """A string field of an event; any other type is malformed upstream data."""
     if not isinstance(value, str):
-        raise _malformed(name, value)
+        raise malformed(name, value)
     return value
 
 
