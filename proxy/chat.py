@@ -130,7 +130,7 @@ def _chat_completion(reply: UpstreamReply, *, created: int) -> tuple[dict[str, A
     try:
         message = orjson.loads(reply.body)
         usage = Usage.from_anthropic(message.get("usage"))  # counts that metering and billing can add up
-        return to_chat_completion(message, created=created), usage
+        return to_chat_completion(message, created=created, usage=usage), usage
     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
         raise UpstreamError("the upstream API answered with a malformed message") from exc
 

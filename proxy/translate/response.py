@@ -96,7 +96,9 @@ def url_citation(citation: dict[str, Any], start: int, end: int) -> dict[str, An
     return {"type": "url_citation", "url_citation": found}
 
 
-def to_chat_completion(message: dict[str, Any], *, created: int) -> dict[str, Any]:
+def to_chat_completion(message: dict[str, Any], *, created: int, usage: Usage | None = None) -> dict[str, Any]:
+    """The chat.completion for a Message. ``usage``: the message's, when the caller has read it
+    already (the route does, to meter it), so that it is read once."""
     texts: list[str] = []
     thinking: list[str] = []
     thinking_blocks: list[dict[str, Any]] = []
@@ -161,5 +163,5 @@ def to_chat_completion(message: dict[str, Any], *, created: int) -> dict[str, An
                 "finish_reason": finish_reason(message.get("stop_reason")) or "stop",
             }
         ],
-        "usage": to_openai_usage(Usage.from_anthropic(message.get("usage"))),
+        "usage": to_openai_usage(usage if usage is not None else Usage.from_anthropic(message.get("usage"))),
     }
