@@ -247,8 +247,10 @@ async def test_daily_budget_gives_insufficient_quota(store_url: str) -> None:
         first = await service.admit(principal, MODEL, 500)
         assert first.headers == {}  # no rate limits, so no x-ratelimit headers
         await settle(service, first, 600, 200)
-        second = await service.admit(principal, MODEL, 500)  # 200 left: admitted, reserves 200
-        assert second.budget_reserved == 200
+        second = await service.admit(principal, MODEL, 500)  # 200 left: admitted, reserves its whole estimate
+        assert second.budget_reserved == 500
+        with pytest.raises(QuotaExceeded):  # meanwhile the reservation holds the budget spent
+            await service.admit(principal, MODEL, 10)
         await settle(service, second, 250, 50)  # 1100 used: one request may run over
         with pytest.raises(QuotaExceeded) as spent:
             await service.admit(principal, MODEL, 10)
@@ -396,8 +398,8 @@ async def test_reservations_nobody_settles_are_released(store_url: str) -> None:
         await settle(service, lost, 300, 0)  # a late settle still books everything
         rows = await service.usage("forgotten", "2000-01-01", "2999-12-31")
         assert sum(r.tokens for r in rows) == 301
-        second = await service.admit(principal, MODEL, 1000)
-        assert second.budget_reserved == 1000 - 301
+        second = await service.admit(principal, MODEL, 1000)  # 301 used: admitted, with its whole estimate
+        assert second.budget_reserved == 1000
 
 
 # --- refresh: other processes' changes ----------------------------------------------------------

@@ -3,8 +3,9 @@
 - 200 requests sent at once on a key with ``rpm 50``: exactly 50 answered, 150 refused with 429, on
   the SQLite store (one gateway) and on Redis (two gateways sharing it).
 - A daily token budget driven to its end by bursts of concurrent requests: the tokens used end
-  between the budget and the budget plus one request's usage (the most a request can overrun its
-  reservation, which is capped at what is left), and the ledger holds exactly what clients received.
+  between the budget and the budget plus one request's usage (each request reserves its whole
+  estimate, so only the last one admitted can take the budget past its limit), and the ledger holds
+  exactly what clients received.
 - A gateway killed with SIGKILL mid-traffic while the CLI writes to the same SQLite file: the file
   passes ``PRAGMA integrity_check``, no usage row written before the kill is lost, both keys work
   after a restart, and the ledger keeps counting.

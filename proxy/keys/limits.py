@@ -149,7 +149,7 @@ class MemoryBudgets(Budgets):
             used = self.used(name, period)
             if used >= limit:
                 return BudgetCheck(0, label, used)
-            room = min(room, limit - used)
+        # The whole estimate, not capped at what is left: see `Budgets`.
         room = max(room, 0)
         self._pending[(name, day)] += room
         self._pending[(name, month)] += room
@@ -182,7 +182,8 @@ class MemoryBudgets(Budgets):
 
 
 # KEYS: day counter, month counter. ARGV: amount, daily limit (0: none), monthly limit (0: none),
-# day ttl, month ttl. Returns {reserved, exhausted (0 none, 1 daily, 2 monthly), used}.
+# day ttl, month ttl. Returns {reserved, exhausted (0 none, 1 daily, 2 monthly), used}. The whole amount is
+# reserved, even past a limit (see `Budgets` in proxy/keys/store.py).
 _RESERVE = """
 local amount = tonumber(ARGV[1])
 local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
@@ -193,7 +194,6 @@ for i = 1, 2 do
     if used >= limits[i] then
       return {0, i, used}
     end
-    room = math.min(room, limits[i] - used)
   end
 end
 if room < 0 then room = 0 end

@@ -123,9 +123,16 @@ class BudgetCheck:
 class Budgets(abc.ABC):
     """Daily and monthly token counters per key, including reservations of calls in flight.
 
-    A request is admitted while its key has budget left in both periods; it reserves its estimate,
-    capped at what is left, and settling replaces the reservation by the real usage. So a budget
-    is overrun by at most the part of one request's usage beyond its reservation."""
+    A request is admitted while its key has budget left in both periods; it reserves its whole
+    estimate (an upper bound of its usage: prompt bytes / 4 plus ``max_tokens``), even past the
+    limit, and settling replaces the reservation by the real usage. The counter thus never holds
+    less than what the calls admitted so far will use, so the last request admitted saw less than
+    the limit behind it, and the budget is overrun by at most that one request's usage.
+
+    (A reservation capped at what is left would not hold that bound under concurrency: while a
+    capped call is in flight, another call's settling gives tokens back, a third call is admitted
+    against them with a capped reservation too, and each capped call overruns by its part beyond
+    what it reserved.)"""
 
     @abc.abstractmethod
     async def reserve(
