@@ -1,8 +1,9 @@
 """The outermost middleware: request ids, the access log line, request metrics and timing.
 
 A plain ASGI middleware (not starlette's BaseHTTPMiddleware) so that streamed bodies pass through
-untouched and unbuffered. Handlers leave what they learn about a request (key name, model, usage,
-upstream request id) in ``request.state``; the line is written when the last byte has gone out.
+untouched and unbuffered. It opens the request's `Exchange` (`proxy.exchange`), which the pipeline
+fills with what it learns (key name, model, usage, upstream request id); the line is written from it
+when the last byte has gone out.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import metrics
 from proxy.errors import InvalidRequest
+from proxy.exchange import Exchange, open_exchange
 
 log = logging.getLogger("proxy.access")
 
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
-# Where the server protocol (`proxy.server`) leaves (status, error) when it answered a request
-# itself, over the app's head (a body that never came): the app's own answer was never sent.
-SERVER_ANSWERED = "server_answered"
 _CLIENT_ID = re.compile(r"^[\w.:\-]{1,128}$")
 _CONVERTER = re.compile(r":\w+\}")  # `{model:path}` → `{model}`
 
@@ -79,8 +78,7 @@ class AccessMiddleware:
             return
         started = time.perf_counter()
         rid = request_id(scope)
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = rid
+        exchange = open_exchange(scope, rid)
         status = 500
         rid_header = (b"x-request-id", rid.encode())
 
@@ -104,36 +102,42 @@ class AccessMiddleware:
                 await self.app(scope, receive, send_with_id)
         finally:
             metrics.IN_FLIGHT.dec()
-            self._record(scope, state, status, time.perf_counter() - started)
+            self._record(scope, exchange, status, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, state: dict[str, Any], status: int, elapsed: float) -> None:
+    def _record(self, scope: Scope, exchange: Exchange, status: int, elapsed: float) -> None:
         path = scope["path"]
         route = self.route_label(path)
-        error = state.get("error")
-        if SERVER_ANSWERED in state:
-            status, error = state[SERVER_ANSWERED]
-        model = metrics.model_label(state.get("model"))
+        error = exchange.error
+        if exchange.answered_by_server is not None:  # the server answered over the app's head
+            status, error = exchange.answered_by_server
+        model = metrics.model_label(exchange.model)
         metrics.series(metrics.REQUESTS, route, model, str(status)).inc()
         metrics.series(metrics.REQUEST_DURATION, route, model).observe(elapsed)
         fields: dict[str, Any] = {
-            "request_id": state["request_id"],
+            "request_id": exchange.request_id,
             "method": scope["method"],
             "path": path if route != "other" else route,
             "status": status,
             "duration_ms": round(elapsed * 1000, 2),
             "client": _client_host(scope),  # as uvicorn reports it: X-Forwarded-For only from trusted proxies
-            "key": state.get("key_name"),
-            "model": state.get("model"),
-            "stream": state.get("stream"),
+            "key": exchange.key_name,
+            "model": exchange.model,
+            "stream": exchange.stream,
         }
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "attempts", "upstream_request_id"):
-            if state.get(name) is not None:
-                fields[name] = state[name]
+        usage = exchange.usage
+        if usage is not None:  # OpenAI's names: the whole prompt, the output, the cache reads
+            fields["prompt_tokens"] = usage.prompt
+            fields["completion_tokens"] = usage.output
+            fields["cached_tokens"] = usage.cache_read
+        if exchange.attempts is not None:
+            fields["attempts"] = exchange.attempts
+        if exchange.upstream_request_id is not None:
+            fields["upstream_request_id"] = exchange.upstream_request_id
         if error is not None:
             fields["error"] = error
-        for name in ("request_body", "response_body"):
-            if name in state:  # only present when log_payloads is on
-                fields[name] = state[name]
+        if exchange.payloads_logged:  # only when log_payloads is on
+            fields["request_body"] = exchange.request_body
+            fields["response_body"] = exchange.response_body
         level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
         log.log(level, "%s %s %s", scope["method"], fields["path"], status, extra={"fields": fields})
 

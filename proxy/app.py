@@ -17,15 +17,16 @@ from starlette.routing import Route
 
 from proxy import metrics
 from proxy.access import AccessMiddleware
-from proxy.chat import chat_completions
 from proxy.config import Settings
+from proxy.dialects import DIALECTS
 from proxy.disconnect import ClientGone
 from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.exchange import exchange_of
 from proxy.gateway import Gateway
 from proxy.keys import KeyService, PriceTable, keys_from_config
 from proxy.keys.admin import routes as admin_routes
 from proxy.lifecycle import LIFECYCLE
-from proxy.native_route import native_count_tokens, native_messages
+from proxy.pipeline import endpoint
 from proxy.server import install_drain
 from proxy.simulator.transport import InProcessTransport
 from proxy.upstream import Upstream
@@ -82,7 +83,7 @@ def error_response(error: ProxyError) -> Response:
 
 async def _on_proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
-    request.state.error = exc.type
+    exchange_of(request.scope).error = exc.type
     return error_response(exc)
 
 
@@ -97,7 +98,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 async def _on_client_gone(request: Request, exc: Exception) -> Response:
     # Nobody will read this; the status is for the access log (nginx's "client closed request").
-    request.state.error = "client_disconnected"
+    exchange_of(request.scope).error = "client_disconnected"
     return Response(status_code=499)
 
 
@@ -133,6 +134,8 @@ def create_app(
             keys_from_config(settings.client_keys),
             admin_key=settings.admin_key,
             prices=PriceTable.shipped(settings.prices),
+            responses_retention=settings.responses.retention,
+            responses_max_bytes=settings.responses.max_stored_bytes,
         )
         gateway = Gateway(settings, Upstream(settings, transport=transport), keys)
         app.state.gateway = gateway
@@ -150,9 +153,12 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/messages", native_messages, methods=["POST"]),
-        Route("/v1/messages/count_tokens", native_count_tokens, methods=["POST"]),
+        *(
+            Route(where.path, endpoint(dialect, where), methods=["POST"])
+            for dialect in DIALECTS
+            for where in dialect.endpoints
+        ),
+        *(route for dialect in DIALECTS for route in dialect.routes()),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", model, methods=["GET"]),
         *admin_routes(

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from proxy.keys.records import ClientKeyConfig, keys_from_config
+from proxy.keys.responses import DEFAULT_MAX_STORED_BYTES, DEFAULT_RETENTION
 from proxy.keys.store import is_redis_url
 from proxy.models import CapsRow, ModelTable
 
@@ -137,6 +138,25 @@ class ShutdownSettings(BaseModel):
     )
 
 
+class ResponsesSettings(BaseModel):
+    """Stored Responses (``store: true`` on /v1/responses), kept in the key store (``store``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention: float = Field(
+        DEFAULT_RETENTION,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a stored response is kept for previous_response_id and GET (OpenAI keeps 30 days)",
+    )
+    max_stored_bytes: int = Field(
+        DEFAULT_MAX_STORED_BYTES,
+        ge=1024,
+        description="largest stored response (its input, output and response object as JSON); a larger one is "
+        "answered but not stored, as with store: false",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROXY_",
@@ -213,6 +233,7 @@ class Settings(BaseSettings):
     models: dict[str, CapsRow] = Field(default_factory=dict)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
 
     @model_validator(mode="after")
     def _config_keys_resolve(self) -> Settings:

@@ -129,3 +129,21 @@ class UpstreamTimeout(UpstreamError):
 class ServiceUnavailable(ProxyError):
     status = 503
     type = "server_error"
+
+
+def stream_ended_early() -> UpstreamError:
+    """The one failure for an upstream stream that closed before its message was complete, in every
+    dialect: never passed off as a clean end."""
+    return UpstreamError("The upstream stream ended before the response was complete.")
+
+
+UPSTREAM_CREDENTIALS_REFUSED = (
+    "The gateway's upstream credentials were rejected by Anthropic. "
+    "This is a gateway configuration problem, not a problem with your API key."
+)
+
+
+def upstream_credentials_refused() -> UpstreamAuthFailed:
+    """The one failure for the gateway's own upstream key being refused, whether the upstream just
+    said so (401) or every key already had: the client's key was fine."""
+    return UpstreamAuthFailed(UPSTREAM_CREDENTIALS_REFUSED)

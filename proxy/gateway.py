@@ -1,7 +1,7 @@
 """``Gateway``: what every request handler needs, built once at start-up.
 
-Its own module so that the route modules (``proxy/chat.py``, ``proxy/native_route.py``) and the app
-factory (``proxy/app.py``) all depend on it, and it on none of them: no import cycle.
+Its own module so that the pipeline (``proxy/pipeline.py``), the other routes and the app factory
+(``proxy/app.py``) all depend on it, and it on none of them: no import cycle.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from proxy.abuse import BadKeyThrottle, refuse_if_throttled
 from proxy.config import Settings
 from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, UpstreamError
+from proxy.exchange import Exchange, exchange_of
 from proxy.keys import KeyService, Principal
 from proxy.models import ModelTable
 from proxy.translate.errors import from_upstream
@@ -37,7 +38,7 @@ class Gateway:
         self.bad_keys = BadKeyThrottle(settings.bad_key_max_failures, settings.bad_key_window)
         self._model_list: tuple[float, list[dict[str, Any]]] | None = None
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: Request, exchange: Exchange | None = None) -> Principal:
         """The caller's key, checked before anything else. An address that keeps sending wrong keys
         is throttled: its guesses get 429 whatever they are, while keys already used from it keep
         working (see `proxy.abuse`)."""
@@ -50,8 +51,7 @@ class Gateway:
             refuse_if_throttled(self.bad_keys.refuse_bad_key(address))
             raise
         refuse_if_throttled(self.bad_keys.refuse_valid_key(address, principal.name))
-        request.state.principal = principal
-        request.state.key_name = principal.name
+        (exchange or exchange_of(request.scope)).key_name = principal.name
         return principal
 
     async def read_json(self, request: Request) -> Any:

@@ -25,12 +25,12 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
-from proxy.access import SERVER_ANSWERED
 from proxy.config import Settings
+from proxy.dialects import error_body_for
 from proxy.errors import InvalidRequest
+from proxy.exchange import exchange_of
 from proxy.lifecycle import LIFECYCLE
 from proxy.logs import UvicornConfig
-from proxy.native import anthropic_error
 
 log = logging.getLogger("proxy.server")
 
@@ -204,8 +204,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
                 status=408,
                 code="request_timeout",
             )
-            body = anthropic_error(error) if _is_native(cycle.scope["path"]) else error.to_json()
-            cycle.scope["state"][SERVER_ANSWERED] = (408, "request_timeout")
+            body = error_body_for(cycle.scope["path"], error)
+            exchange_of(cycle.scope).answered_by_server = (408, "request_timeout")
             cycle.disconnected = True
             cycle.message_event.set()
             self._write_answer(b"408 Request Timeout", body)
@@ -218,11 +218,6 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             b"content-length: " + str(len(body)).encode() + b"\r\n"
             b"connection: close\r\n\r\n" + body
         )
-
-
-def _is_native(path: str) -> bool:
-    """Whether the route speaks Anthropic's dialect (its errors are Anthropic-shaped)."""
-    return path == "/v1/messages" or path.startswith("/v1/messages/")
 
 
 def _peer(client: tuple[str, int] | None) -> str:

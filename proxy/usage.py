@@ -2,7 +2,7 @@
 
 It is built from Anthropic's usage object once (`Usage.from_anthropic`, the only reader of that
 shape), added up across the n upstream calls of one request, and rendered into each dialect's
-shape by that dialect (chat: `proxy.translate.response.to_openai_usage`; native relays
+shape by that dialect (chat: `proxy.translate.chat.response.to_openai_usage`; native relays
 Anthropic's own object unchanged). The ledger, the limits, the metrics and the access line take
 a `Usage`, never a dict.
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from proxy.errors import UpstreamError
 
-__all__ = ["Usage", "malformed"]
+__all__ = ["Usage", "checked_usage", "malformed"]
 
 # Anthropic's token counts that the gateway adds up, meters and bills, by field name.
 _COUNTS = (
@@ -91,3 +91,12 @@ def malformed(name: str, value: Any) -> UpstreamError:
     """The error for upstream data of the wrong shape: names the field, shows a short value."""
     shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
     return UpstreamError(f"The upstream API sent malformed data: {name} is {shown}.")
+
+
+def checked_usage(usage: Any) -> dict[str, Any]:
+    """An Anthropic usage object whose counts can be added up (`Usage.from_anthropic` accepts it):
+    each count absent, null or a non-negative integer. Null or absent usage is an empty one.
+    Anything else raises `UpstreamError` naming the field. The one rule for every route that
+    relays or meters upstream usage (the chat stream translator, the native passthrough)."""
+    Usage.from_anthropic(usage)
+    return {} if usage is None else usage

@@ -96,7 +96,7 @@ async def test_client_credentials_never_reach_the_upstream() -> None:
         assert not {"authorization", "cookie", "proxy-authorization"} & set(seen)
         if number < 5:  # translated requests carry the gateway's own API version and no client beta
             assert seen["anthropic-version"] != "2023-06-01" and "anthropic-beta" not in seen
-        else:  # native ones forward exactly these two, as proxy/native_route.py documents
+        else:  # native ones forward exactly these two, as proxy/dialects/native.py documents
             assert (seen["anthropic-version"], seen["anthropic-beta"]) == ("2023-06-01", "client-chosen-beta")
 
 

@@ -9,7 +9,7 @@ from proxy.config import Settings
 from proxy.errors import UpstreamRejected
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, aiter_sse
 
-STREAM_FIXTURES = Path(__file__).parent / "fixtures" / "stream"
+STREAM_FIXTURES = Path(__file__).parent / "fixtures" / "chat" / "stream"
 Event = tuple[str, bytes]
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from proxy.errors import UpstreamError
 from proxy.keys import KeyService, NewKey
-from proxy.native import NativeUsage
-from proxy.translate.response import to_openai_usage
-from proxy.translate.stream import StreamTranslator, checked_usage
-from proxy.usage import Usage
+from proxy.dialects.native import NativeStream
+from proxy.translate.chat.response import to_openai_usage
+from proxy.translate.chat.stream import StreamTranslator
+from proxy.usage import Usage, checked_usage
 
 MODEL = "claude-haiku-4-5"
 FULL = {
@@ -122,7 +122,7 @@ DELTA = _event(
 
 def test_a_stream_overlays_message_delta_on_message_start() -> None:
     translator = StreamTranslator(created=1, include_usage=True, model=MODEL)
-    meter = NativeUsage()
+    meter = NativeStream()
     assert translator.tokens is None and meter.tokens is None
     for event, data in (START, DELTA):
         translator.feed(event, data)

@@ -9,10 +9,12 @@ Layout (prefix ``claude-proxy:`` unless the URL says ``?prefix=…``):
     {p}usage:days          zset   days that have usage, scored by ordinal
     {p}budget:{key}:{day}  int    tokens used and reserved that UTC day (and :{YYYY-MM} for the month)
     {p}limits:…                   the ``limits`` library's request and token windows
+    {p}response:{key}:{id}  bytes  a stored Response (``store: true``), expiring by its own TTL
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, cast
@@ -20,10 +22,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio
+from redis.client import NEVER_DECODE
 from redis.exceptions import RedisError
 
 from proxy.keys.limits import Budgets, RedisBudgets
 from proxy.keys.records import ClientKeyRecord
+from proxy.keys.responses import StoredResponses
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
@@ -266,6 +270,46 @@ class RedisStore(KeyStore):
         if self._budgets is None:
             self._budgets = RedisBudgets(self.client, self.prefix)
         return self._budgets
+
+    def responses(self, max_bytes: int) -> StoredResponses:
+        return RedisResponses(self, max_bytes)
+
+
+class RedisResponses(StoredResponses):
+    """One string per stored response, ``SET … PX ttl``: Redis forgets it by itself. The owner is in
+    the key, so another key's id is simply absent. Key names never hold ``:`` (records.py), so
+    ``{owner}:{id}`` cannot be read as another owner's key."""
+
+    def __init__(self, store: RedisStore, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self._store = store
+        self._client = store.client
+
+    def _key(self, owner: str, response_id: str) -> str:
+        return f"{self._store.prefix}response:{owner}:{response_id}"
+
+    async def _put(self, owner: str, response_id: str, record: bytes, ttl: float) -> None:
+        try:
+            await self._client.set(self._key(owner, response_id), record, px=max(math.ceil(ttl * 1000), 1))
+        except RedisError as exc:
+            raise self._store._error(exc) from exc
+
+    async def get(self, owner: str, response_id: str) -> bytes | None:
+        try:
+            # The pool decodes replies to str; a record is bytes, so this reply is read undecoded.
+            raw = await self._client.execute_command(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                "GET", self._key(owner, response_id), **{NEVER_DECODE: True}
+            )
+        except RedisError as exc:
+            raise self._store._error(exc) from exc
+        return cast(bytes | None, raw)
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        try:
+            removed = await self._client.delete(self._key(owner, response_id))
+        except RedisError as exc:
+            raise self._store._error(exc) from exc
+        return int(removed) > 0
 
 
 def _field(key: str, model: str, metric: str) -> str:

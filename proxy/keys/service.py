@@ -38,6 +38,7 @@ from proxy.keys.backends import open_store
 from proxy.keys.ledger import Ledger, PriceTable
 from proxy.keys.limits import RateWindows, WindowState, duration, rate_headers
 from proxy.keys.records import ClientKeyConfig, ClientKeyRecord, NewKey, iso, keys_from_config, new_record
+from proxy.keys.responses import DEFAULT_MAX_STORED_BYTES, DEFAULT_RETENTION
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
@@ -184,6 +185,8 @@ class KeyService:
         refresh_interval: float = 1.0,
         flush_interval: float = 1.0,
         reservation_timeout: float = 900.0,
+        responses_retention: float = DEFAULT_RETENTION,
+        responses_max_bytes: int = DEFAULT_MAX_STORED_BYTES,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -204,6 +207,9 @@ class KeyService:
         self.windows = RateWindows(store.rate_storage())
         self.budgets = store.budgets()
         self.ledger = Ledger(store, self.budgets, clock)
+        # Stored Responses (``store: true``), in the same store; put them with ``ttl=response_retention``.
+        self.responses = store.responses(responses_max_bytes)
+        self.response_retention = responses_retention
         self._background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -222,6 +228,8 @@ class KeyService:
         refresh_interval: float = 1.0,
         flush_interval: float = 1.0,
         reservation_timeout: float = 900.0,
+        responses_retention: float = DEFAULT_RETENTION,
+        responses_max_bytes: int = DEFAULT_MAX_STORED_BYTES,
     ) -> KeyService:
         """Opens the store, loads the keys (failing if the store cannot be read: no guessing who may
         call) and starts the refresh and ledger tasks. A missing SQLite file is an empty store."""
@@ -238,6 +246,8 @@ class KeyService:
             refresh_interval=refresh_interval,
             flush_interval=flush_interval,
             reservation_timeout=reservation_timeout,
+            responses_retention=responses_retention,
+            responses_max_bytes=responses_max_bytes,
         )
         try:
             await service.refresh(force=True)

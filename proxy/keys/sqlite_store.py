@@ -20,6 +20,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from proxy.keys.limits import Budgets, MemoryBudgets
 from proxy.keys.records import ClientKeyRecord
+from proxy.keys.responses import StoredResponses
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
@@ -67,7 +69,34 @@ CREATE TABLE IF NOT EXISTS usage (
     PRIMARY KEY (key, model, day)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_by_day ON usage (day);
+CREATE TABLE IF NOT EXISTS responses (  -- stored Responses (proxy.keys.responses); a rowid table: records are large
+    owner      TEXT NOT NULL,  -- the client key's name
+    id         TEXT NOT NULL,
+    expires_at REAL NOT NULL,  -- Unix time; later rows are hidden by reads and purged by puts
+    record     BLOB NOT NULL,
+    PRIMARY KEY (owner, id)
+);
+CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
 """
+
+_UPSERT_RESPONSE = """
+INSERT INTO responses (owner, id, expires_at, record) VALUES (?, ?, ?, ?)
+ON CONFLICT (owner, id) DO UPDATE SET expires_at = excluded.expires_at, record = excluded.record
+"""
+
+_GET_RESPONSE = "SELECT record FROM responses WHERE owner = ? AND id = ? AND expires_at > ?"
+
+# An expired row is left to the purge: it is already gone for its owner.
+_DELETE_RESPONSE = "DELETE FROM responses WHERE owner = ? AND id = ? AND expires_at > ?"
+
+# The oldest expired rows, a bounded batch through the expiry index: a put never scans the table.
+_PURGE_RESPONSES = """
+DELETE FROM responses WHERE rowid IN (
+    SELECT rowid FROM responses WHERE expires_at <= ? ORDER BY expires_at LIMIT ?
+)
+"""
+
+PURGE_BATCH = 256  # expired responses removed per put; each put adds one, so the backlog only shrinks
 
 _UPSERT_USAGE = """
 INSERT INTO usage (key, model, day, requests, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_usd)
@@ -320,6 +349,45 @@ class SQLiteStore(KeyStore):
 
     def budgets(self) -> Budgets:
         return self._budgets
+
+    def responses(self, max_bytes: int) -> StoredResponses:
+        return SQLiteResponses(self, max_bytes)
+
+
+class SQLiteResponses(StoredResponses):
+    """Stored responses in the store's ``responses`` table, through its worker thread and lock.
+    ``clock`` decides what has expired (tests move it; production uses the wall clock)."""
+
+    def __init__(self, store: SQLiteStore, max_bytes: int, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(max_bytes)
+        self._store = store
+        self._clock = clock
+
+    async def _put(self, owner: str, response_id: str, record: bytes, ttl: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            conn.execute(_UPSERT_RESPONSE, (owner, response_id, now + ttl, record))
+            conn.execute(_PURGE_RESPONSES, (now, PURGE_BATCH))
+
+        await self._store._run(True, lambda conn: self._store._transaction(_present(conn), write))
+
+    async def get(self, owner: str, response_id: str) -> bytes | None:
+        def read(conn: sqlite3.Connection | None) -> bytes | None:
+            if conn is None:
+                return None
+            row = conn.execute(_GET_RESPONSE, (owner, response_id, self._clock())).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._store._run(False, read)
+
+    async def delete(self, owner: str, response_id: str) -> bool:
+        def write(conn: sqlite3.Connection | None) -> bool:
+            if conn is None:
+                return False
+            return conn.execute(_DELETE_RESPONSE, (owner, response_id, self._clock())).rowcount > 0
+
+        # write=False: with no file yet there is nothing to delete, and nothing needs creating.
+        return await self._store._run(False, write)
 
 
 def _present(conn: sqlite3.Connection | None) -> sqlite3.Connection:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from proxy.keys.records import ClientKeyRecord
+from proxy.keys.responses import StoredResponses
 
 if TYPE_CHECKING:
     from limits.aio.storage import Storage
@@ -209,6 +210,10 @@ class KeyStore(abc.ABC):
     @abc.abstractmethod
     def budgets(self) -> Budgets:
         """The daily and monthly token counters."""
+
+    @abc.abstractmethod
+    def responses(self, max_bytes: int) -> StoredResponses:
+        """Stored Responses (``store: true``), each record at most ``max_bytes``."""
 
 
 def is_redis_url(url: str) -> bool:

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import (
+    UPSTREAM_CREDENTIALS_REFUSED,
     BodyTooLarge,
     InvalidRequest,
     NotFound,
@@ -78,10 +79,6 @@ _STATUS_OF_TYPE: dict[str, int] = {
 # Statuses whose Retry-After the client can act on.
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
-_UPSTREAM_AUTH_MESSAGE = (
-    "The gateway's upstream credentials were rejected by Anthropic. "
-    "This is a gateway configuration problem, not a problem with your API key."
-)
 _MAX_MESSAGE = 2000
 _MAX_EXCERPT = 200
 # The default of `upstream.max_retry_hint`: no upstream hint is believed beyond an hour.
@@ -141,7 +138,7 @@ def _build(
         else:
             cls = UpstreamError
     if cls is UpstreamAuthFailed:
-        message = _UPSTREAM_AUTH_MESSAGE
+        message = UPSTREAM_CREDENTIALS_REFUSED
     elif issubclass(cls, UpstreamError):
         message = server_prefix + message
     extra: dict[str, str] = {}

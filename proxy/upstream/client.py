@@ -26,9 +26,9 @@ from proxy.errors import (
     ProxyError,
     RateLimited,
     ServiceUnavailable,
-    UpstreamAuthFailed,
     UpstreamRejected,
     UpstreamTimeout,
+    upstream_credentials_refused,
 )
 from proxy.translate.errors import retry_after_seconds, status_of_error_event
 from proxy.upstream.backends import (
@@ -245,9 +245,7 @@ class Upstream:
             return self.keys.acquire()
         except NoKeyAvailable as none:
             if none.retry_in is None:
-                raise UpstreamAuthFailed(
-                    "The gateway's upstream credentials were rejected; the operator has been alerted."
-                ) from None
+                raise upstream_credentials_refused() from None
             error = RateLimited(
                 "Every upstream key is rate-limited; retry after the indicated time.",
                 headers={"retry-after": str(max(1, math.ceil(none.retry_in)))},

@@ -1,6 +1,6 @@
-"""OpenAI chat request → Messages API request (proxy/translate/request.py, messages.py).
+"""OpenAI chat request → Messages API request (proxy/translate/chat/request.py, messages.py).
 
-Most behaviour is pinned by golden fixtures in tests/fixtures/request/, one JSON file per case:
+Most behaviour is pinned by golden fixtures in tests/fixtures/chat/request/, one JSON file per case:
 
     {"about": "...", "models": {overrides}?, "aliases": {...}?, "options": {to_messages_request keywords}?,
      "expect": {TranslatedRequest fields}?, "openai": <client body>, "anthropic": <upstream body>}
@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 from proxy.errors import InvalidRequest
 from proxy.models import ModelTable
-from proxy.translate.request import PARAMS, TranslatedRequest, to_messages_request
+from proxy.translate.chat.request import PARAMS, TranslatedRequest, to_messages_request
 from tests.anthropic_schema import assert_valid_messages_request
 
-FIXTURES = Path(__file__).parent / "fixtures" / "request"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "chat" / "request"
 CASE_PATHS = sorted(FIXTURES.glob("*.json"))
 CASES = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in CASE_PATHS}
 VALID_CASES = [name for name, case in CASES.items() if "anthropic" in case]
@@ -193,7 +193,8 @@ def test_thinking_budget_is_always_valid_against_max_tokens(effort: str, model: 
 
 
 def test_no_model_name_in_translation_code() -> None:
-    for path in (Path(__file__).parent.parent / "proxy" / "translate").glob("*.py"):
+    translate = Path(__file__).parent.parent.parent / "proxy" / "translate"
+    for path in (*translate.glob("*.py"), *translate.glob("claude/*.py"), *translate.glob("chat/*.py")):
         assert "claude-" not in path.read_text(encoding="utf-8"), path.name
 
 

@@ -5,7 +5,7 @@ data) as it arrives and writes whatever bytes come back straight to the client. 
 from a prefix serialised once at `message_start` plus a small per-event part, so the hot path is
 one `orjson.dumps` of a string and a few concatenations.
 
-Ending: `finish()` after upstream ended normally emits the usage chunk (when asked for) and
+Ending: `end()` after upstream ended normally emits the usage chunk (when asked for) and
 ``data: [DONE]``; `fail()` (or an upstream `error` event) emits ``data: {"error": {...}}`` and
 then nothing. The openai SDK raises `APIError` on any chunk with an ``error`` key, and leaving out
 ``[DONE]`` makes clients that wait for it see an abnormal end too; a failed stream never ends
@@ -20,7 +20,7 @@ stops. `ChoiceStreams` interleaves n upstream streams (`n` > 1) as one client st
 
 Odd upstream data (a usage count that is a string or negative, a field missing or of the wrong
 type) is malformed upstream data: the stream ends with an error event, never a TypeError escaping
-into the relay. `checked_usage` is that rule for usage, shared with the non-streaming route.
+into the relay. `proxy.usage.checked_usage` is that rule for usage, shared with the non-streaming route.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from typing import Any
 
 import orjson
 
-from proxy.errors import ProxyError, UpstreamError
-from proxy.translate.errors import from_error_event
-from proxy.translate.response import (
+from proxy.errors import ProxyError, UpstreamError, stream_ended_early
+from proxy.translate.chat.response import (
     completion_id,
     finish_reason,
     merge_usage,
@@ -40,9 +39,10 @@ from proxy.translate.response import (
     to_openai_usage,
     url_citation,
 )
-from proxy.usage import Usage, malformed
+from proxy.translate.errors import from_error_event
+from proxy.usage import Usage, checked_usage, malformed
 
-__all__ = ["ChoiceStreams", "StreamTranslator", "checked_usage"]
+__all__ = ["ChoiceStreams", "StreamTranslator"]
 
 _DONE = b"data: [DONE]\n\n"
 _PING = b": ping\n\n"
@@ -50,14 +50,6 @@ _TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
 _FIRST_DELTA = b'{"role":"assistant","content":""}'
 
 _Handler = Callable[["StreamTranslator", dict[str, Any]], bytes]
-
-
-def checked_usage(usage: Any) -> dict[str, Any]:
-    """An Anthropic usage object whose counts can be added up (`Usage.from_anthropic` accepts it):
-    each count absent, null or a non-negative integer. Null or absent usage is an empty one.
-    Anything else raises `UpstreamError` naming the field."""
-    Usage.from_anthropic(usage)
-    return {} if usage is None else usage
 
 
 def _text(value: Any, name: str) -> str:
@@ -188,11 +180,13 @@ class StreamTranslator:
         except (ValueError, KeyError, TypeError, AttributeError):  # orjson's JSONDecodeError is a ValueError
             return self.fail(UpstreamError(f"Upstream sent a malformed {event!r} stream event."))
 
-    def finish(self) -> bytes:
+    def end(self) -> bytes:
+        """The upstream stream has closed: the closing chunks, or the one "ended too early" error
+        when it closed before its message was complete (never passed off as a clean stop)."""
         if self._done:
             return b""
         if not self._complete:
-            return self.fail(UpstreamError("Upstream stream ended before the response was complete."))
+            return self.fail(stream_ended_early())
         self._done = True
         if not self._terminal:
             return b""
@@ -403,6 +397,12 @@ class ChoiceStreams:
     def translators(self) -> list[StreamTranslator]:
         return self._translators
 
+    @property
+    def tokens(self) -> Usage | None:
+        """The tokens every choice used so far; None before any `message_start`."""
+        usages = [tokens for t in self._translators if (tokens := t.tokens) is not None]
+        return sum(usages, Usage()) if usages else None
+
     def feed(self, choice: int, event: str, data: bytes) -> bytes:
         if self._done:
             return b""
@@ -417,7 +417,7 @@ class ChoiceStreams:
         if self._done or self._ended[choice]:
             return b""
         self._ended[choice] = True
-        out = self._translators[choice].finish()
+        out = self._translators[choice].end()
         if self._translators[choice].failed:
             self._done = True
             return out

@@ -13,11 +13,11 @@ from pydantic import TypeAdapter
 
 from proxy.errors import UpstreamError, UpstreamTimeout
 from proxy.sse import SSEDecoder
-from proxy.translate.response import to_chat_completion
-from proxy.translate.stream import ChoiceStreams, StreamTranslator
-from tests.test_translate_response import unknown_fields
+from proxy.translate.chat.response import to_chat_completion
+from proxy.translate.chat.stream import ChoiceStreams, StreamTranslator
+from tests.translate.test_chat_response import unknown_fields
 
-FIXTURES = Path(__file__).parent / "fixtures" / "stream"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "chat" / "stream"
 COMPLETE = sorted(p.name.removesuffix(".message.json") for p in FIXTURES.glob("*.message.json"))
 CREATED = 1764097200
 FALLBACK_MODEL = "sonnet-alias"
@@ -38,7 +38,7 @@ def upstream_events(name: str) -> list[tuple[str, bytes]]:
 def translate(events: list[tuple[str, bytes]], *, include_usage: bool) -> tuple[bytes, StreamTranslator]:
     translator = StreamTranslator(created=CREATED, include_usage=include_usage, model=FALLBACK_MODEL)
     out = b"".join(translator.feed(event, data) for event, data in events)
-    return out + translator.finish(), translator
+    return out + translator.end(), translator
 
 
 def client_payloads(out: bytes) -> list[bytes]:
@@ -352,7 +352,7 @@ def test_nothing_is_emitted_after_the_stream_failed() -> None:
     assert translator.done
     assert translator.feed("content_block_delta", upstream_events("text")[3][1]) == b""
     assert translator.feed("ping", b"{}") == b""
-    assert translator.finish() == b""
+    assert translator.end() == b""
     assert translator.fail(UpstreamError("again")) == b""
 
 
@@ -435,7 +435,7 @@ def test_a_message_start_usage_count_that_is_not_a_non_negative_integer_fails_th
     error = orjson.loads(translator.feed("message_start", orjson.dumps(start)).removeprefix(b"data: "))["error"]
     assert f"usage.{field}" in error["message"] and error["type"] == "server_error"
     assert translator.failed and translator.usage is None  # nothing countable arrived
-    assert translator.finish() == b""
+    assert translator.end() == b""
 
 
 @pytest.mark.parametrize("usage", [{"output_tokens": count} for count in ODD_COUNTS] + [[1], "3", 7])
@@ -449,7 +449,7 @@ def test_a_message_delta_usage_that_cannot_be_counted_fails_the_stream_and_never
         if event == "message_delta":
             data = orjson.dumps({**orjson.loads(data), "usage": usage})
         out += translator.feed(event, data)
-    assert translator.finish() == b""  # the error event came with message_delta; nothing follows it
+    assert translator.end() == b""  # the error event came with message_delta; nothing follows it
     assert translator.failed and b'"error"' in out and not out.endswith(b"data: [DONE]\n\n")
     usage_now = translator.usage  # what the route meters: message_start's counts, all integers
     assert usage_now is not None and all(isinstance(v, int) for v in usage_now.values() if not isinstance(v, dict))
@@ -606,7 +606,7 @@ def merged_stream(names: list[str], *, include_usage: bool) -> tuple[bytes, Choi
 
 def test_choice_index_tags_every_chunk() -> None:
     translator = StreamTranslator(created=CREATED, include_usage=False, model="m", choice_index=2, completion_id="x")
-    out = b"".join(translator.feed(event, data) for event, data in upstream_events("text")) + translator.finish()
+    out = b"".join(translator.feed(event, data) for event, data in upstream_events("text")) + translator.end()
     chunks = chunks_of(client_payloads(out))
     assert {choice["index"] for c in chunks for choice in c["choices"]} == {2}
     assert {c["id"] for c in chunks} == {"x"}

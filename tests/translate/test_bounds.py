@@ -22,9 +22,9 @@ import respx
 from proxy.config import Settings
 from proxy.errors import InvalidRequest
 from proxy.models import ModelTable
-from proxy.translate.messages import MAX_MODEL_NAME_LENGTH
-from proxy.translate.request import to_messages_request
-from proxy.translate.response import to_chat_completion
+from proxy.translate.chat.request import to_messages_request
+from proxy.translate.chat.response import to_chat_completion
+from proxy.translate.checks import MAX_MODEL_NAME_LENGTH
 from tests.anthropic_schema import assert_valid_messages_request
 from tests.test_app import MESSAGE, UPSTREAM, app_client, assert_openai_error, settings
 

@@ -8,8 +8,8 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from proxy.models import ModelTable
-from proxy.translate.request import to_messages_request
-from proxy.translate.response import (
+from proxy.translate.chat.request import to_messages_request
+from proxy.translate.chat.response import (
     completion_id,
     finish_reason,
     merge_completions,
@@ -19,7 +19,7 @@ from proxy.translate.response import (
 )
 from proxy.usage import Usage
 
-FIXTURES = Path(__file__).parent / "fixtures" / "response"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "chat" / "response"
 CASES = sorted(p.name.removesuffix(".message.json") for p in FIXTURES.glob("*.message.json"))
 CREATED = 1764097200
 
