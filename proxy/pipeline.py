@@ -329,7 +329,7 @@ async def _relay_choices(
 async def _keep_streamed(
     dialect: Dialect, outbound: Outbound, translator: StreamTranslator, gateway: Gateway, principal: Principal
 ) -> None:
-    result = getattr(translator, "result", None)
+    result = dialect.streamed_result(translator)
     if result is not None:
         await _keep(dialect, outbound, result, gateway, principal)
 

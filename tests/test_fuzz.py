@@ -21,16 +21,19 @@ import copy
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.control import event as hypothesis_event
+from pydantic import TypeAdapter
 
 from tests.faults import (
     CLIENT_KEY,
@@ -617,3 +620,63 @@ def test_a_body_of_tens_of_megabytes_within_the_limit_round_trips(client: httpx.
     response = post(client, json.dumps(request).encode())
     check(response, request, echo)
     assert response.json()["choices"][0]["message"]["content"] == text
+
+
+# --- the Responses route --------------------------------------------------------------------------
+
+RESPONSES_FIXTURES = Path(__file__).parent / "fixtures" / "responses" / "request"
+RESPONSES_BODIES = [
+    json.loads(path.read_text(encoding="utf-8"))["openai"] for path in sorted(RESPONSES_FIXTURES.glob("*.json"))
+]
+RESPONSE = TypeAdapter(openai.types.responses.Response)
+
+
+@st.composite
+def responses_requests(draw: st.DrawFn) -> Any:
+    """A Responses fixture body with one place in it replaced by arbitrary JSON (or left alone)."""
+    body = copy.deepcopy(draw(st.sampled_from(RESPONSES_BODIES)))
+    places: list[tuple[Any, Any]] = []
+
+    def walk(node: Any, depth: int) -> None:
+        if depth > 6:
+            return
+        keys: Iterable[Any] = (
+            node.keys() if isinstance(node, dict) else range(len(node)) if isinstance(node, list) else ()
+        )
+        for key in keys:
+            places.append((node, key))
+            walk(node[key], depth + 1)
+
+    walk(body, 0)
+    if places and draw(st.booleans()):
+        parent, key = draw(st.sampled_from(places))
+        parent[key] = draw(JSON_VALUES)
+    return body
+
+
+@FUZZ
+@given(request=responses_requests(), stream=st.booleans())
+def test_generated_responses_requests_get_a_response_or_an_openai_error_never_a_500(
+    client: httpx.Client, echo: EchoUpstream, request: Any, stream: bool
+) -> None:
+    if isinstance(request, dict):
+        request["stream"] = stream
+        request.pop("previous_response_id", None)  # an unknown id is a 404 before anything else: tested elsewhere
+    headers = {"content-type": "application/json", "authorization": f"Bearer {CLIENT_KEY}"}
+    response = client.post("/v1/responses", content=json.dumps(request).encode(), headers=headers)
+    assert echo.problems == [], echo.problems
+    status = response.status_code
+    event(f"HTTP {status}")
+    assert status in (200, 400, 413), (status, response.text[:2000])
+    if status != 200:
+        error = assert_openai_error_body(response.json())
+        if error["param"] is not None:
+            assert param_names_a_sent_place(request, error["param"]), (error, request)
+        return
+    if stream:
+        names = [line.removeprefix("event: ") for line in response.text.splitlines() if line.startswith("event: ")]
+        assert names[:2] == ["response.created", "response.in_progress"], names[:5]
+        terminal = [name for name in names if name in ("response.completed", "response.incomplete", "response.failed")]
+        assert terminal == [names[-1]], names[-5:]
+    else:
+        RESPONSE.validate_python(response.json())

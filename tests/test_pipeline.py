@@ -25,6 +25,7 @@ pytestmark = pytest.mark.anyio
 MODEL = "claude-sonnet-4-5"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
 NATIVE = {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
+RESPONSES = {"model": MODEL, "input": "Hi"}
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -52,6 +53,8 @@ PATHS = {
     "chat-n2-stream": ("/v1/chat/completions", {**CHAT, "n": 2, "stream": True}),
     "native": ("/v1/messages", NATIVE),
     "native-stream": ("/v1/messages", {**NATIVE, "stream": True}),
+    "responses": ("/v1/responses", RESPONSES),
+    "responses-stream": ("/v1/responses", {**RESPONSES, "stream": True}),
 }
 STREAMED = [name for name in PATHS if name.endswith("stream")]
 
@@ -132,7 +135,7 @@ async def test_payloads_are_logged_on_every_dialect_and_path(
     assert "Hello there." in orjson.dumps(fields["response_body"]).decode()
 
 
-@pytest.mark.parametrize("name", ["chat", "native", "chat-stream"])
+@pytest.mark.parametrize("name", ["chat", "native", "chat-stream", "responses"])
 async def test_a_refused_request_logs_its_payload_and_the_error_answer(
     name: str, gateway: tuple[httpx.AsyncClient, Gateway], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,8 +158,9 @@ async def test_an_upstream_401_reads_the_same_on_every_dialect(
     mock.post("/v1/messages").mock(return_value=httpx.Response(401, json=refusal))
     chat = await client.post("/v1/chat/completions", json={**CHAT, "stream": streamed})
     native = await client.post("/v1/messages", json={**NATIVE, "stream": streamed})
-    assert chat.status_code == native.status_code == 502
-    assert chat.json()["error"]["message"] == native.json()["error"]["message"]
+    responses = await client.post("/v1/responses", json={**RESPONSES, "stream": streamed})
+    assert chat.status_code == native.status_code == responses.status_code == 502
+    assert chat.json()["error"]["message"] == native.json()["error"]["message"] == responses.json()["error"]["message"]
     assert native.json()["error"]["type"] == "api_error"  # the gateway's fault, never the client's key
     assert UPSTREAM_KEY not in chat.text + native.text
 
@@ -165,7 +169,8 @@ def last_error_message(stream: str) -> str:
     """The message of the error event a stream ended with, in either family's shape."""
     payloads = [line.removeprefix("data: ") for line in stream.splitlines() if line.startswith("data: {")]
     last = orjson.loads(payloads[-1])
-    message: str = last["error"]["message"]
+    error = last["response"]["error"] if last.get("type") == "response.failed" else last["error"]
+    message: str = error["message"]
     return message
 
 

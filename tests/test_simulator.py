@@ -507,6 +507,68 @@ async def test_tool_results_are_mentioned_in_the_reply() -> None:
     assert "12:34 UTC" in data["content"][0]["text"]
 
 
+SHELL_STRING = {
+    "name": "exec_command",
+    "input_schema": {
+        "type": "object",
+        "properties": {"cmd": {"type": "string"}, "workdir": {"type": "string"}},
+        "required": ["cmd"],
+    },
+}
+SHELL_ARRAY = {
+    "name": "shell",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "command": {"type": ["array", "null"], "items": {"type": "string"}},
+            "timeout_ms": {"type": "number"},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("tool", "expected"),
+    [
+        (SHELL_STRING, {"cmd": "echo claude-proxy simulator"}),
+        (SHELL_ARRAY, {"command": ["echo", "claude-proxy", "simulator"]}),
+    ],
+    ids=["string-cmd", "array-command"],
+)
+async def test_a_shell_like_tool_is_called_with_a_harmless_echo(tool: dict[str, Any], expected: dict[str, Any]) -> None:
+    data = (await post(body("List the files, please.", tools=[tool]))).json()
+    assert data["stop_reason"] == "tool_use"
+    assert data["content"][-1]["input"] == expected
+
+
+async def test_a_command_picked_from_an_enum_is_not_a_shell_command() -> None:
+    service = {
+        "name": "service",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string", "enum": ["start", "stop"]}},
+            "required": ["command"],
+        },
+    }
+    data = (await post(body("Restart it.", tools=[service]))).json()
+    assert data["content"][-1]["input"] == {"command": "start"}
+
+
+async def test_an_agent_loop_ends_with_text_after_the_tool_result() -> None:
+    # What an agent (codex exec, an Agents SDK runner) does: call, run, send the result, stop when
+    # the reply has no tool call. The second reply must be text and end_turn, with the same tools offered.
+    question = {"role": "user", "content": "Run a command in the shell."}
+    first = (await post(body(messages=[question], tools=[SHELL_STRING, TIME]))).json()
+    call = first["content"][-1]
+    assert (call["name"], call["input"]["cmd"]) == ("exec_command", "echo claude-proxy simulator")
+    result = {"type": "tool_result", "tool_use_id": call["id"], "content": "claude-proxy simulator\n"}
+    messages = [question, {"role": "assistant", "content": first["content"]}, {"role": "user", "content": [result]}]
+    second = (await post(body(messages=messages, tools=[SHELL_STRING, TIME]))).json()
+    assert second["stop_reason"] == "end_turn"
+    assert [block["type"] for block in second["content"]] == ["text"]
+    assert "claude-proxy simulator" in second["content"][0]["text"]
+
+
 async def test_thinking_block_comes_first_with_a_signature() -> None:
     data = (await post(body(max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024}))).json()
     thinking, text = data["content"]

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from proxy.dialects.native import NativeStream
 from proxy.errors import UpstreamError
 from proxy.keys import KeyService, NewKey
-from proxy.dialects.native import NativeStream
 from proxy.translate.chat.response import to_openai_usage
 from proxy.translate.chat.stream import StreamTranslator
 from proxy.usage import Usage, checked_usage

@@ -10,11 +10,12 @@ from typing import Final
 from proxy.dialects.base import Dialect
 from proxy.dialects.chat import ChatCompletions
 from proxy.dialects.native import NativeMessages
+from proxy.dialects.responses import Responses
 from proxy.errors import ProxyError
 
 __all__ = ["DIALECTS", "Dialect", "error_body_for"]
 
-DIALECTS: Final[tuple[Dialect, ...]] = (ChatCompletions(), NativeMessages())
+DIALECTS: Final[tuple[Dialect, ...]] = (ChatCompletions(), Responses(), NativeMessages())
 
 
 def error_body_for(path: str, error: ProxyError) -> bytes:

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from proxy.usage import Usage
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which every request pays.
+@dataclass(slots=True)
 class Inbound:
     """What `parse` may read besides the body: the model table, the settings, the client's headers."""
 
@@ -48,7 +49,7 @@ class Inbound:
     loaded: Any = None  # what the dialect's `load` fetched before parsing (None when it has no `load`)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outbound:
     """The upstream call a client request becomes."""
 
@@ -63,7 +64,7 @@ class Outbound:
     hints: Any = None  # the dialect's own record of the request, for `answer` and `relay`
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Answer:
     """A complete (non-streamed) answer for the client."""
 
@@ -122,8 +123,8 @@ class Dialect(abc.ABC):
     endpoints: Sequence[Endpoint] = ()
     #: Forward the upstream's stream bytes unchanged (the translator only watches the events).
     passthrough: bool = False
-    #: `keep` stores something: the pipeline calls it with `Answer.result`, or with the stream
-    #: translator's ``result`` attribute when the stream ends.
+    #: `keep` stores something: the pipeline calls it with `Answer.result`, or with
+    #: `streamed_result` when the stream ends.
     keeps: bool = False
 
     def owns(self, path: str) -> bool:
@@ -156,7 +157,11 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def error_body(self, error: ProxyError) -> bytes: ...
 
+    def streamed_result(self, translator: StreamTranslator) -> Any:
+        """What a completed stream leaves for `keep` (None: nothing, or it did not complete)."""
+        return None
+
     async def keep(self, outbound: Outbound, result: Any, gateway: Gateway, principal: Principal) -> None:
-        """Store what a completed answer leaves behind (``result``: `Answer.result` or the stream
-        translator's `result`; None when the request did not complete)."""
+        """Store what a completed answer leaves behind (``result``: `Answer.result` or
+        `streamed_result`)."""
         return None

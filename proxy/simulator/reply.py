@@ -49,6 +49,10 @@ _ERROR_MESSAGES: Final = {
     "rate_limit_error": "This request would exceed your organization's rate limit (simulated).",
     "api_error": "Internal server error",
 }
+# A harmless command for a shell-like tool, so an agent that runs what it is told (Codex's
+# `exec_command`, an Agents SDK shell tool) gets on with its loop instead of running "example".
+SHELL_COMMAND: Final = "echo claude-proxy simulator"
+_SHELL_ARGUMENTS: Final = ("cmd", "command")
 
 
 # --- tokens ----------------------------------------------------------------------------------
@@ -252,6 +256,33 @@ def example_value(schema: Any, root: Any = None, depth: int = 0) -> Any:
     return "example"
 
 
+def _json_types(schema: dict[str, Any]) -> set[str]:
+    """The JSON types a schema allows by its ``type`` (a name or a list of names)."""
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    return {k for k in kind if isinstance(k, str)} if isinstance(kind, list) else set()
+
+
+def tool_input(schema: Any) -> Any:
+    """The arguments of a call: `example_value`, except that a shell-like tool (a string or array
+    ``cmd``/``command`` property) gets `SHELL_COMMAND`, as one string or split into words."""
+    value = example_value(schema)
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(value, dict) or not isinstance(properties, dict):
+        return value
+    for name in _SHELL_ARGUMENTS:
+        schema_of = properties.get(name)
+        if not isinstance(schema_of, dict) or "enum" in schema_of or "const" in schema_of:
+            continue  # a `command` picked from a list is no shell command
+        kinds = _json_types(schema_of)
+        if "string" in kinds:
+            value[name] = SHELL_COMMAND
+        elif "array" in kinds:
+            value[name] = SHELL_COMMAND.split()
+    return value
+
+
 def _tool_calls(request: dict[str, Any], user_text: str) -> tuple[list[dict[str, Any]], bool]:
     tools = [tool for tool in request.get("tools") or () if is_custom_tool(tool)]
     choice = request.get("tool_choice") or {"type": "auto"}
@@ -334,7 +365,7 @@ def _plan(request: dict[str, Any], digest: bytes) -> list[dict[str, Any]]:
                 "type": "tool_use",
                 "id": tool_id,
                 "name": tool["name"],
-                "input": example_value(tool["input_schema"]),
+                "input": tool_input(tool["input_schema"]),
             }
         )
     return plan
