@@ -240,3 +240,15 @@ async def test_item_references_name_the_keys_stored_items_without_previous_respo
     assert foreign.status_code == 400
     assert foreign.json()["error"]["param"] == "input[0].id"
     assert len(sent) == 2  # refused before any upstream call
+
+
+async def test_a_rate_limited_upstream_is_a_429_with_retry_after_in_openais_shape(mock: respx.MockRouter) -> None:
+    limited = {"type": "error", "error": {"type": "rate_limit_error", "message": "Slow down"}}
+    mock.post("/v1/messages").mock(return_value=httpx.Response(429, json=limited, headers={"retry-after": "7"}))
+    once = settings(upstream={"max_backoff": 0.001, "max_attempts": 1})
+    for stream in (False, True):
+        async with app_client(once, mock) as client:
+            reply = await client.post("/v1/responses", json={"model": MODEL, "input": "Hi", "stream": stream})
+        assert reply.status_code == 429, reply.text
+        assert reply.headers["retry-after"] == "7"
+        assert reply.json()["error"]["type"] == "rate_limit_error"
