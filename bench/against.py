@@ -4,7 +4,9 @@ The two gateways run the same scenarios, alternately, round after round, against
 so both see the same machine at (nearly) the same moment: the ratio of one round is far steadier
 than two separate runs of the whole bench. REV's code runs from a temporary `git worktree` with this
 venv's packages (a commit that needs other dependencies is not comparable this way). Reported per
-scenario: requests/s new ÷ old per round, their median, and the p50 latencies.
+scenario: requests/s new ÷ old per round, their median, and the p50 latencies. The Responses
+scenarios (resp-c32, resp-s32) join in when both trees answer `POST /v1/responses` correctly; an
+older REV without it (a 404) has them skipped, and the result says so.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any
 
 from bench.procs import Services
 from bench.scenarios import Bench, Row, run_scenario
-from bench.targets import REPO, Target, start_claude_proxy
+from bench.targets import REPO, Target, responses_variant, start_claude_proxy
 
 SCENARIOS = ("c1", "c32", "s32")
+RESPONSES_SCENARIOS = ("resp-c32", "resp-s32")
 
 
 def worktree(rev: str, workdir: Path) -> tuple[Path, str]:
@@ -68,19 +71,40 @@ def _rounds(
     new_label, old_label = "new", f"old@{commit[:9]}"
     new = _start(bench, services, REPO, new_label)
     old = _start(bench, services, old_code, old_label)
-    rows: dict[str, list[tuple[Row, Row]]] = {s: [] for s in SCENARIOS}
+    skipped = _responses_skipped(new, old)
+    scenarios = SCENARIOS if skipped else SCENARIOS + RESPONSES_SCENARIOS
+    if skipped:
+        log(f"  {skipped}")
+    rows: dict[str, list[tuple[Row, Row]]] = {s: [] for s in scenarios}
     try:
         for number in range(rounds):
-            for scenario in SCENARIOS:
+            for scenario in scenarios:
                 # Alternate which goes first, so neither always gets the warmer machine.
                 pair = (new, old) if number % 2 == 0 else (old, new)
                 measured = {t.name: run_scenario(bench, t, scenario) for t in pair}
                 rows[scenario].append((measured[new_label], measured[old_label]))
-                log(f"  round {number + 1} {scenario:<4} {_ratio_text(measured[new_label], measured[old_label])}")
+                log(f"  round {number + 1} {scenario:<8} {_ratio_text(measured[new_label], measured[old_label])}")
     finally:
         services.stop(new.service)
         services.stop(old.service)
-    return {"against": commit, "rounds": rounds, "scenarios": {s: _summary(pairs) for s, pairs in rows.items()}}
+    return {
+        "against": commit,
+        "rounds": rounds,
+        "responses_skipped": skipped,
+        "scenarios": {s: _summary(pairs) for s, pairs in rows.items()},
+    }
+
+
+def _responses_skipped(*targets: Target) -> str | None:
+    """Why the Responses scenarios cannot be compared (a tree without /v1/responses), or None."""
+    problems = []
+    for target in targets:
+        problem = responses_variant(target, store=False).verify()
+        if problem:
+            problems.append(f"{target.name}: {problem[:160]}")
+    if not problems:
+        return None
+    return "Responses scenarios skipped, POST /v1/responses does not answer right in " + "; ".join(problems)
 
 
 def _ratio(new: Row, old: Row) -> float | None:
@@ -117,4 +141,6 @@ def render(result: dict[str, Any]) -> str:
         per_round = ", ".join(f"{r:.3f}" for r in summary["new_over_old_rps"]) or "—"
         median = f"{summary['median']:.3f}x" if summary["median"] is not None else "—"
         lines.append(f"| {scenario} | {per_round} | {median} |")
+    if result.get("responses_skipped"):
+        lines += ["", f"> {result['responses_skipped']}"]
     return "\n".join(lines) + "\n"

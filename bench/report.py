@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import SCENARIOS
+from bench.scenarios import RESPONSES, SCENARIOS
 from bench.targets import CLAUDE_PROXY, DIRECT, LITELLM, REFERENCE
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_ORDER = (DIRECT, CLAUDE_PROXY, LITELLM, REFERENCE)
 LABELS = {REFERENCE: "reference forwarder"}
 Rows = dict[str, dict[str, Any]]  # target name -> row
+RESPONSES_OVER_CHAT_GOAL = 0.9  # issue 15: the Responses path's requests/s within 0.9x of chat's
 
 
 def _row(results: dict[str, Any], scenario: str, target: str) -> dict[str, Any] | None:
@@ -58,6 +59,27 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
         "c32_p99_over_p50": {
             t: _div(_value(results, "c32", t, "p99_ms"), _value(results, "c32", t, "p50_ms")) for t in TARGET_ORDER
         },
+        **responses_ratios(results),
+    }
+
+
+def responses_ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Each Responses scenario over LiteLLM's Responses path and over the same gateway's chat
+    scenario it repeats, all from the same run; and what storing costs (stored ÷ unstored)."""
+
+    def rps(scenario: str, target: str) -> float | None:
+        return _value(results, scenario, target, "rps")
+
+    def over_chat(target: str) -> dict[str, float | None]:
+        return {name: _div(rps(name, target), rps(spec.base, target)) for name, spec in RESPONSES.items()}
+
+    return {
+        "responses_claude_proxy_over_litellm_rps": {n: _div(rps(n, CLAUDE_PROXY), rps(n, LITELLM)) for n in RESPONSES},
+        "responses_over_chat_rps": over_chat(CLAUDE_PROXY),
+        "litellm_responses_over_chat_rps": over_chat(LITELLM),
+        "responses_stored_over_unstored_rps": {
+            t: _div(rps("resp-c32-store", t), rps("resp-c32", t)) for t in (CLAUDE_PROXY, LITELLM)
+        },
     }
 
 
@@ -90,6 +112,11 @@ def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         _check("ttfb added p50", "≤ 1 ms", added["ttfb"], 1.0, at_least=False, unit=" ms"),
         _check("c32 p99 / p50", "≤ 3x", ratios["c32_p99_over_p50"][CLAUDE_PROXY], 3.0, at_least=False, unit="x"),
     ]
+    over_chat = ratios.get("responses_over_chat_rps", {})
+    goal = RESPONSES_OVER_CHAT_GOAL
+    for name in ("resp-c32", "resp-s32"):
+        base = RESPONSES[name].base
+        checks.append(_check(f"{name} rps vs chat {base}", f"≥ {goal:g}x", over_chat.get(name), goal, at_least=True))
     opened = results.get("scenarios", {}).get("open1000", {}).get(CLAUDE_PROXY)
     if opened:
         streams, completed = opened.get("streams", 0), opened.get("completed", 0)
@@ -199,10 +226,13 @@ def render(results: dict[str, Any]) -> str:
             lines += _table(header, _scenario_rows(rows, "streams", cpu=False))
         else:
             header = ["target", "rps", "p50 ms", "p99 ms", "CPU ms/req", "peak RSS MB", "measured"]
-            lines += _table(header, _scenario_rows(rows, "streams" if scenario == "s32" else "requests", cpu=True))
+            lines += _table(header, _scenario_rows(rows, "streams" if _streams(scenario) else "requests", cpu=True))
         lines.append("")
     lines += _ratios_table(results)
     lines.append("")
+    if any(results.get("scenarios", {}).get(name) for name in RESPONSES):
+        lines += _responses_table(results)
+        lines.append("")
     lines += _targets_table(results)
     if results.get("transports"):
         lines.append("")
@@ -214,6 +244,60 @@ def render(results: dict[str, Any]) -> str:
     for note in results.get("notes", []):
         lines.append(f"\n> {note}")
     return "\n".join(lines) + "\n"
+
+
+def _streams(scenario: str) -> bool:
+    spec = RESPONSES.get(scenario)
+    return (spec.base if spec else scenario) == "s32"
+
+
+def _problem(results: dict[str, Any], scenario: str, target: str) -> str:
+    row = results.get("scenarios", {}).get(scenario, {}).get(target)
+    if row is None:
+        return "not measured"
+    problem = row.get("problem")
+    return f"{target}: {problem.splitlines()[0][:100]}" if problem else ""
+
+
+def _responses_table(results: dict[str, Any]) -> list[str]:
+    """The Responses path beside chat: same run, same gateway process, same conversation."""
+    r = results["ratios"]
+    rows = []
+    for name, spec in RESPONSES.items():
+        cpu = [_value(results, s, CLAUDE_PROXY, "cpu_ms_per_request") for s in (name, spec.base)]
+        notes = [n for n in (_problem(results, name, t) for t in (CLAUDE_PROXY, LITELLM)) if n]
+        rows.append(
+            [
+                f"{name} (÷ {spec.base})",
+                _fmt(_value(results, name, CLAUDE_PROXY, "rps")),
+                _fmt(_value(results, name, LITELLM, "rps")),
+                _x(r.get("responses_claude_proxy_over_litellm_rps", {}).get(name), ".1f"),
+                _x(r.get("responses_over_chat_rps", {}).get(name)),
+                _x(r.get("litellm_responses_over_chat_rps", {}).get(name)),
+                f"{_ms(cpu[0])} / {_ms(cpu[1])}",
+                "; ".join(notes),
+            ]
+        )
+    header = [
+        "scenario (chat scenario it repeats)",
+        "claude-proxy rps",
+        "LiteLLM rps",
+        "claude-proxy ÷ LiteLLM",
+        "claude-proxy Responses ÷ chat",
+        "LiteLLM Responses ÷ chat",
+        "claude-proxy CPU ms/req Responses / chat",
+        "notes",
+    ]
+    stored = r.get("responses_stored_over_unstored_rps", {})
+    lines = ["**Responses API path** (`POST /v1/responses`) beside chat, same run", "", *_table(header, rows)]
+    if stored.get(CLAUDE_PROXY) is not None:
+        lines += [
+            "",
+            f"Storing (resp-c32-store ÷ resp-c32 rps): claude-proxy {_x(stored.get(CLAUDE_PROXY))}"
+            + (f", LiteLLM {_x(stored.get(LITELLM))}" if stored.get(LITELLM) is not None else "")
+            + ".",
+        ]
+    return lines
 
 
 def _seconds(ms: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from bench import litellm_peer
 from bench.procs import Services, StartError, raise_fd_limit, terminate_on_sigterm
 from bench.report import RESULTS, compute_ratios, compute_targets, render
-from bench.scenarios import Bench, Plan, Row, run_scenario
+from bench.scenarios import RESPONSES, Bench, Plan, Row, run_scenario
 from bench.targets import (
     Target,
     default_transport,
@@ -32,8 +32,11 @@ from bench.targets import (
 )
 from bench.wrk import ensure_wrk, wrk_version
 
-ALL = ("c1", "c32", "s32", "ttfb", "open1000")
-LITELLM_SCENARIOS = ("c1", "c32", "s32", "ttfb")  # open1000 through LiteLLM would not fit the budget
+# Each Responses scenario runs right after the chat scenario it repeats, so their ratio compares
+# the two paths on (nearly) the same machine.
+ALL = ("c1", "c32", "resp-c32", "resp-c32-store", "s32", "resp-s32", "ttfb", "open1000")
+DIRECT_SCENARIOS = tuple(s for s in ALL if s not in RESPONSES)  # the fake upstream speaks Messages only
+LITELLM_SCENARIOS = tuple(s for s in ALL if s != "open1000")  # open1000 through LiteLLM would not fit the budget
 TRANSPORT_SCENARIOS = ("c32", "s32")
 REFERENCE_SCENARIOS = ("c1", "c32")
 TRANSPORTS = ("aiohttp", "httpx", "httpx2")  # httpx2 only when installed (the [httpx2] extra)
@@ -89,14 +92,14 @@ def machine() -> dict[str, Any]:
 
 def describe(clock: Clock, scenario: str, row: Row) -> None:
     if row.problem and row.rps is None:
-        clock.log(f"  {row.target:<13} {scenario:<8} FAILED: {row.problem.splitlines()[0][:150]}")
+        clock.log(f"  {row.target:<13} {scenario:<14} FAILED: {row.problem.splitlines()[0][:150]}")
         return
     rps = f"{row.rps:,.0f}/s" if row.rps is not None else "—"
     p50 = f"{row.p50_ms:.3f}" if row.p50_ms is not None else "—"
     p99 = f"{row.p99_ms:.3f}" if row.p99_ms is not None else "—"
     rss = f"{row.rss_mb:.0f} MB" if row.rss_mb is not None else "—"
     tail = f"  ({row.problem.splitlines()[0][:100]})" if row.problem else ""
-    clock.log(f"  {row.target:<13} {scenario:<8} {rps:>10}  p50 {p50} ms  p99 {p99} ms  RSS {rss}{tail}")
+    clock.log(f"  {row.target:<13} {scenario:<14} {rps:>10}  p50 {p50} ms  p99 {p99} ms  RSS {rss}{tail}")
 
 
 def measure(bench: Bench, clock: Clock, target: Target, scenarios: tuple[str, ...]) -> dict[str, Row]:
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace, clock: Clock, workdir: Path) -> dict[str, Any]
         clock.log("fake upstream")
         upstream = start_fake_upstream(services, workdir)
         bench = Bench(wrk, workdir, upstream, plan)
-        record(measure(bench, clock, direct_target(upstream), ALL))
+        record(measure(bench, clock, direct_target(upstream), DIRECT_SCENARIOS))
 
         clock.log(f"claude-proxy (transport {transport})")
         try:

@@ -7,6 +7,9 @@
   time from sending the request to the first body byte.
 * ``open1000`` — asyncio client, 1000 streams at once, each on its own connection, held open
   ~10 s by the upstream's per-event delay: all must complete; the gateway's RSS is sampled.
+* ``resp-c32``, ``resp-s32`` — c32 and s32 through the gateway's ``POST /v1/responses`` with the same
+  conversation and ``store: false`` (the translation path alone); ``resp-c32-store`` is resp-c32 with
+  the API's default ``store: true``, so the gateway also keeps every response.
 
 Each run first checks that the target answers correctly, warms up, then samples the target's
 memory while it measures; every streamed answer of ttfb and open1000 is checked in full.
@@ -25,7 +28,7 @@ from typing import Any, TypeVar
 
 from bench.client import CLIENT_ERRORS, build_request, concurrent_streams, sequential
 from bench.procs import ForeignCpu, RssSampler, Service
-from bench.targets import Target, set_event_delay
+from bench.targets import Target, responses_variant, set_event_delay
 from bench.wrk import WrkError, WrkResult, run_wrk
 
 MB = 1024 * 1024
@@ -39,6 +42,24 @@ SCENARIOS: dict[str, str] = {
     "s32": "32 connections, streaming (latency = whole stream)",
     "ttfb": "time to first streamed byte, 1 connection, upstream events 1 ms apart",
     "open1000": "1000 concurrent slow streams (~10 s each): completion and memory",
+    "resp-c32": "as c32, through POST /v1/responses with store: false",
+    "resp-s32": "as s32, through POST /v1/responses with store: false",
+    "resp-c32-store": "as c32, through POST /v1/responses with store left to its default (true)",
+}
+
+
+@dataclass(frozen=True)
+class ResponsesScenario:
+    """A chat scenario run through the Responses API instead: the same load, another path."""
+
+    base: str  # the chat scenario whose load it repeats
+    store: bool
+
+
+RESPONSES: dict[str, ResponsesScenario] = {
+    "resp-c32": ResponsesScenario("c32", store=False),
+    "resp-s32": ResponsesScenario("s32", store=False),
+    "resp-c32-store": ResponsesScenario("c32", store=True),
 }
 
 
@@ -256,8 +277,21 @@ def open_streams(bench: Bench, target: Target) -> Row:
     return row
 
 
+def responses_scenario(bench: Bench, target: Target, name: str) -> Row:
+    """``name``'s chat scenario against ``target``'s Responses path, once that path answers right
+    (an older gateway or a peer without /v1/responses gets a row saying why, not a number)."""
+    spec = RESPONSES[name]
+    variant = responses_variant(target, store=spec.store)
+    problem = variant.verify()
+    if problem:
+        return Row(target.name, problem=f"verification failed: {problem}")
+    return run_scenario(bench, variant, spec.base)
+
+
 def run_scenario(bench: Bench, target: Target, name: str) -> Row:
     plan = bench.plan
+    if name in RESPONSES:
+        return responses_scenario(bench, target, name)
     if name == "c1":
         return throughput(bench, target, stream=False, connections=1, seconds=plan.c1_s)
     if name == "c32":

@@ -8,10 +8,11 @@ answer from a wrong one, so every scenario can check what it measured.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,9 @@ MODEL = DEFAULT_MODEL
 PROMPT = [{"role": "user", "content": "Hello, Claude. Please answer briefly."}]
 MAX_TOKENS = 256
 CLIENT_KEY = "bench-key"
+RESPONSES_PATH = "/v1/responses"
+# A Responses stream ends with exactly one of these (no `[DONE]`); only the first means success.
+RESPONSES_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 DIRECT = "direct"
 CLAUDE_PROXY = "claude-proxy"
@@ -38,7 +42,7 @@ class Target:
     headers: dict[str, str]
     body: bytes
     stream_body: bytes
-    dialect: Literal["anthropic", "openai"]
+    dialect: Literal["anthropic", "openai", "responses"]
     streams: bool = True  # the reference forwarder answers non-streaming requests only
 
     @property
@@ -80,16 +84,65 @@ def request_bodies() -> tuple[bytes, bytes]:
     return _dumps(plain), _dumps({**plain, "stream": True})
 
 
+def responses_bodies(*, store: bool) -> tuple[bytes, bytes]:
+    """The same conversation as a Responses request: the one user turn as the `input` string and
+    the same output cap. ``store: false`` measures the translation path alone; ``store`` left out
+    takes the API's default (true), so the gateway also keeps the response."""
+    plain: dict[str, Any] = {"model": MODEL, "input": PROMPT[0]["content"], "max_output_tokens": MAX_TOKENS}
+    if not store:
+        plain["store"] = False
+    return _dumps(plain), _dumps({**plain, "stream": True})
+
+
+def responses_variant(target: Target, *, store: bool) -> Target:
+    """The same gateway (same process, port and key) asked through `POST /v1/responses`."""
+    plain, stream = responses_bodies(store=store)
+    return replace(target, path=RESPONSES_PATH, body=plain, stream_body=stream, dialect="responses")
+
+
 def _message_text(body: bytes, dialect: str) -> str:
     data = json.loads(body)
     if dialect == "anthropic":
         return "".join(block["text"] for block in data["content"] if block["type"] == "text")
+    if dialect == "responses":
+        if data["status"] != "completed":
+            raise ValueError(f"response status {data['status']!r}")
+        return _responses_output_text(data)
     return str(data["choices"][0]["message"]["content"])
+
+
+def _responses_output_text(response: dict[str, Any]) -> str:
+    return "".join(
+        part["text"]
+        for item in response["output"]
+        if item["type"] == "message"
+        for part in item["content"]
+        if part["type"] == "output_text"
+    )
+
+
+def _responses_stream_text(datas: list[bytes]) -> str:
+    """The text of a Responses stream, checked: strictly increasing `sequence_number`s, one
+    terminal event and it is the last and `response.completed`, whose response holds the same text
+    as the deltas."""
+    events = [json.loads(data) for data in datas]
+    numbers = [event["sequence_number"] for event in events]
+    if any(later <= earlier for earlier, later in itertools.pairwise(numbers)):
+        raise ValueError("sequence_number does not increase strictly")
+    terminal = [event["type"] for event in events if event["type"] in RESPONSES_TERMINAL]
+    if terminal != ["response.completed"] or events[-1]["type"] != "response.completed":
+        raise ValueError(f"terminal events {terminal}, last event {events[-1]['type'] if events else None!r}")
+    text = "".join(event["delta"] for event in events if event["type"] == "response.output_text.delta")
+    if _responses_output_text(events[-1]["response"]) != text:
+        raise ValueError("the completed response's text differs from the deltas'")
+    return text
 
 
 def _stream_text(body: bytes, dialect: str) -> str:
     parts: list[str] = []
     datas = [line[5:].strip() for line in body.split(b"\n") if line.startswith(b"data:")]
+    if dialect == "responses":
+        return _responses_stream_text(datas)
     if dialect == "openai":
         if not datas or datas[-1] != b"[DONE]":
             raise ValueError("stream did not end with [DONE]")
