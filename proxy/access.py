@@ -133,6 +133,8 @@ class AccessMiddleware:
             fields["attempts"] = exchange.attempts
         if exchange.upstream_request_id is not None:
             fields["upstream_request_id"] = exchange.upstream_request_id
+        if exchange.dropped:
+            fields["dropped"] = list(exchange.dropped)
         if error is not None:
             fields["error"] = error
         if exchange.payloads_logged:  # only when log_payloads is on

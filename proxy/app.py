@@ -26,6 +26,8 @@ from proxy.gateway import Gateway
 from proxy.keys import KeyService, PriceTable, keys_from_config
 from proxy.keys.admin import routes as admin_routes
 from proxy.lifecycle import LIFECYCLE
+from proxy.models import model_not_found
+from proxy.models_refresh import ModelsRefresher
 from proxy.pipeline import endpoint
 from proxy.server import install_drain
 from proxy.simulator.transport import InProcessTransport
@@ -69,7 +71,7 @@ async def model(request: Request) -> Response:
     for entry in await gateway.list_models():
         if entry["id"] == wanted:
             return Response(orjson.dumps(entry), media_type="application/json")
-    raise NotFound(f"The model '{wanted}' does not exist.", param="model", code="model_not_found")
+    raise model_not_found(wanted)
 
 
 # --- errors -------------------------------------------------------------------------
@@ -139,13 +141,19 @@ def create_app(
         )
         gateway = Gateway(settings, Upstream(settings, transport=transport), keys)
         app.state.gateway = gateway
+        refresher = ModelsRefresher(
+            gateway, interval=settings.models_refresh_interval, startup_wait=settings.models_startup_wait
+        )
+        app.state.models_refresher = refresher
         if drain_on_signal:
             install_drain(settings.shutdown.drain_delay)
+        await refresher.start()  # the upstream's capabilities, waited for briefly
         LIFECYCLE.ready = True
         try:
             yield
         finally:
             LIFECYCLE.ready = False
+            await refresher.aclose()
             await gateway.upstream.aclose()
             await gateway.keys.aclose()
 

@@ -220,6 +220,11 @@ class Settings(BaseSettings):
         10_000, ge=1, description="tool (or function) definitions one chat request may hold; then 400"
     )
     auto_cache: bool = False
+    strict_fields: bool = Field(
+        False,
+        description="refuse (400, naming the field) a request field the gateway would ignore or adapt, "
+        "instead of serving it and naming the field in the x-claude-proxy-dropped header",
+    )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     request_head_timeout: float = Field(
@@ -229,6 +234,21 @@ class Settings(BaseSettings):
         300.0, gt=0, description="seconds a client may take to send a request's body; then 408 and closed"
     )
     models_cache_seconds: float = Field(300.0, ge=0)
+    models_refresh_interval: float = Field(
+        3600.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="seconds between two reads of the upstream's model list (capabilities, lifecycle), in the "
+        "background from start-up on; a failed read keeps the last good data and is retried sooner. 0: never "
+        "read it on a schedule (GET /v1/models still does)",
+    )
+    models_startup_wait: float = Field(
+        2.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="longest start-up wait for the first read of the model list; after it the gateway serves "
+        "with its shipped model table while the read goes on in the background",
+    )
     model_aliases: dict[str, str] = Field(default_factory=dict)
     models: dict[str, CapsRow] = Field(default_factory=dict)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)

@@ -33,6 +33,8 @@ class Exchange:
     attempts: int | None = None  # upstream attempts, retries included
     upstream_request_id: str | None = None
     error: str | None = None  # the error type the client was given, if any
+    dropped: tuple[str, ...] = ()  # fields accepted but ignored or adapted (the x-claude-proxy-dropped header)
+    model_warning: str | None = None  # the `Warning` header for a deprecated model
     answered_by_server: tuple[int, str] | None = None  # (status, error) the server protocol answered with
     request_body: Any = None  # payloads, only when `log_payloads` is on
     response_body: Any = None

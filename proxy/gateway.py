@@ -10,6 +10,7 @@ import logging
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import pydantic
@@ -21,6 +22,7 @@ from proxy.errors import AuthenticationFailed, BodyTooLarge, InvalidRequest, Ups
 from proxy.exchange import Exchange, exchange_of
 from proxy.keys import KeyService, Principal
 from proxy.models import ModelTable
+from proxy.models_upstream import upstream_rows
 from proxy.translate.errors import from_upstream
 from proxy.upstream import Upstream
 
@@ -32,6 +34,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, upstream: Upstream, keys: KeyService) -> None:
         self.settings = settings
+        # Swapped whole by `refresh_models` (the upstream's capabilities); read it once per request.
         self.models: ModelTable = settings.model_table()
         self.keys = keys
         self.upstream = upstream
@@ -79,24 +82,53 @@ class Gateway:
             raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
 
     async def list_models(self) -> list[dict[str, Any]]:
-        """The upstream's models in OpenAI's shape, cached briefly, plus the configured aliases."""
+        """The upstream's models in OpenAI's shape, cached briefly, plus the configured aliases. Retired
+        models are left out: the upstream lists them only as a record, they serve nothing."""
         now = time.monotonic()
         if self._model_list and now - self._model_list[0] < self.settings.models_cache_seconds:
             return self._model_list[1]
-        reply = await self.upstream.request("GET", "/v1/models?limit=1000")
-        if reply.status != 200:
-            raise from_upstream(reply.status, reply.body, reply.headers)
-        models = [_openai_model(entry) for entry in _upstream_models(reply.body)]
+        return await self.refresh_models()
+
+    async def refresh_models(self) -> list[dict[str, Any]]:
+        """Read the upstream's model list and install what it says of each model into ``models`` (a new
+        table, swapped in whole); returns the client-facing list. Fails with the upstream's error, or a
+        502 for a malformed list, leaving ``models`` as it was."""
+        infos = await _fetch_model_infos(self.upstream)
+        self.models = self.models.with_upstream(upstream_rows(infos))
+        models = [_openai_model(info) for info in infos if info.get("lifecycle") != "retired"]
         for alias in self.models.aliases:
             models.append({"id": alias, "object": "model", "created": 0, "owned_by": "claude-proxy"})
-        self._model_list = (now, models)
+        self._model_list = (time.monotonic(), models)
         return models
 
 
-class _UpstreamModel(pydantic.BaseModel):
-    """One entry of the upstream's model list, as far as the gateway reads it (extra fields ignored)."""
+# Every lifecycle stage: without the filter the API leaves retired models out, and the gateway needs
+# them to say "retired" rather than "unknown" (``lifecycle[]``, URL-encoded, is how the anthropic SDK sends a list).
+MODELS_PATH = "/v1/models?limit=1000&lifecycle%5B%5D=active&lifecycle%5B%5D=deprecated&lifecycle%5B%5D=retired"
+MAX_MODEL_PAGES = 20  # 20,000 models; a cursor that never ends must not keep the refresh busy forever
 
-    model_config = pydantic.ConfigDict(strict=True)
+
+async def _fetch_model_infos(upstream: Upstream) -> list[dict[str, Any]]:
+    """Every ``ModelInfo`` the upstream lists, following ``has_more`` / ``last_id``."""
+    infos: list[dict[str, Any]] = []
+    path = MODELS_PATH
+    for _ in range(MAX_MODEL_PAGES):
+        reply = await upstream.request("GET", path)
+        if reply.status != 200:
+            raise from_upstream(reply.status, reply.body, reply.headers)
+        page = _upstream_models(reply.body)
+        infos += [{**(entry.model_extra or {}), "id": entry.id, "created_at": entry.created_at} for entry in page.data]
+        if page.has_more is not True or not isinstance(page.last_id, str) or not page.last_id:
+            break
+        path = f"{MODELS_PATH}&after_id={quote(page.last_id, safe='')}"
+    return infos
+
+
+class _UpstreamModel(pydantic.BaseModel):
+    """One entry of the upstream's model list: ``id`` checked, the rest kept as sent for
+    ``proxy.models_upstream`` to read defensively."""
+
+    model_config = pydantic.ConfigDict(strict=True, extra="allow")
 
     id: str = pydantic.Field(min_length=1)
     created_at: Any = None  # cosmetic: one that cannot be read is shown as 0, not refused
@@ -106,23 +138,25 @@ class _UpstreamModelList(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True)
 
     data: list[_UpstreamModel]
+    has_more: Any = False
+    last_id: Any = None
 
 
-def _upstream_models(body: bytes) -> list[_UpstreamModel]:
+def _upstream_models(body: bytes) -> _UpstreamModelList:
     """The upstream's ``GET /v1/models`` answer checked; anything but a list of models is a 502."""
     try:
-        return _UpstreamModelList.model_validate_json(body).data
+        return _UpstreamModelList.model_validate_json(body)
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[:3]  # a list of 1000 bad entries stays one line
         log.warning("the upstream model list is malformed (%d errors): %s", exc.error_count(), first)
         raise UpstreamError("the upstream API answered the model list with malformed data") from None
 
 
-def _openai_model(entry: _UpstreamModel) -> dict[str, Any]:
+def _openai_model(info: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": entry.id,
+        "id": info["id"],
         "object": "model",
-        "created": _epoch(entry.created_at),
+        "created": _epoch(info.get("created_at")),
         "owned_by": "anthropic",
     }
 

@@ -103,8 +103,10 @@ async def _serve(
         exchange.payloads_logged = True
         exchange.request_body = body
     loaded = await dialect.load(where, body, gateway, principal)
-    outbound = dialect.parse(where, body, Inbound(gateway.models, gateway.settings, request.headers, loaded))
-    exchange.model, exchange.stream = outbound.model, outbound.stream
+    models = gateway.models  # one table for the whole request, even if a refresh swaps it meanwhile
+    outbound = dialect.parse(where, body, Inbound(models, gateway.settings, request.headers, loaded))
+    exchange.model, exchange.stream, exchange.dropped = outbound.model, outbound.stream, outbound.dropped
+    exchange.model_warning = models.check_serving(outbound.model)  # retired / unknown: a 404 here
     gateway.keys.check_model(principal, outbound.model)
     # Only token limits and budgets reserve an estimate; walking the body for nothing costs every request.
     reserve = outbound.reserves_tokens and principal.limited
@@ -372,9 +374,19 @@ def answer_headers(reply: UpstreamReply | UpstreamStream, started: float) -> dic
     return headers
 
 
+DROPPED_HEADER: Final = "x-claude-proxy-dropped"
+
+
 def _limit_headers(exchange: Exchange) -> dict[str, str]:
+    """The headers every answer of an admitted request carries: the key's limits, and which fields
+    the client sent that did not reach the upstream as sent."""
     admission = exchange.admission
-    return dict(admission.headers) if admission is not None else {}
+    headers = dict(admission.headers) if admission is not None else {}
+    if exchange.dropped:
+        headers[DROPPED_HEADER] = ", ".join(exchange.dropped)
+    if exchange.model_warning is not None:  # a deprecated model
+        headers["warning"] = exchange.model_warning
+    return headers
 
 
 def _error_response(dialect: Dialect, exchange: Exchange, error: ProxyError) -> Response:

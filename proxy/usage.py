@@ -53,8 +53,12 @@ class Usage:
             if not _countable(value):
                 raise malformed(f"usage.{name}", value)
             counts[field] = value or 0
+        # `output_tokens_details.thinking_tokens`: the thinking among the output tokens (the final
+        # count arrives with message_delta's usage when streaming, which replaces message_start's).
         details = usage.get("output_tokens_details")
-        reasoning = details.get("thinking_tokens") if isinstance(details, dict) else None
+        if details is not None and not isinstance(details, dict):
+            raise malformed("usage.output_tokens_details", details)
+        reasoning = details.get("thinking_tokens") if details is not None else None
         if not _countable(reasoning):
             raise malformed("usage.output_tokens_details.thinking_tokens", reasoning)
         return cls(**counts, reasoning=reasoning or 0)

@@ -18,6 +18,9 @@ def key_store_outside_the_tree(tmp_path_factory: pytest.TempPathFactory) -> Iter
     # before any per-test fixture runs, and the store's default is ./claude-proxy.db in the tree.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PROXY_STORE", str(tmp_path_factory.mktemp("store") / "claude-proxy.db"))
+        # No start-up model-list fetch: fake upstreams count and fault-inject every call. The tests
+        # of the refresh turn it back on (tests/models_support.py).
+        patch.setenv("PROXY_MODELS_REFRESH_INTERVAL", "0")
         yield
 
 

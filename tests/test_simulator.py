@@ -287,6 +287,91 @@ async def test_models_list_shape() -> None:
     assert "claude-haiku-4-5" not in created, "the list names dated ids, not their aliases"
 
 
+async def test_models_report_their_capabilities_from_the_table() -> None:
+    table = ModelTable.with_overrides()
+    async with raw_client() as client:
+        page = (await client.get("/v1/models", params={"limit": 1000}, headers=HEADERS)).json()
+    for info in page["data"]:
+        parsed = ModelInfo.model_validate(info)
+        caps = table.capabilities(parsed.id)
+        reported = parsed.capabilities
+        assert reported is not None, parsed.id
+        levels = {
+            level for level in ("low", "medium", "high", "xhigh", "max") if getattr(reported.effort, level).supported
+        }
+        assert levels == caps.effort and reported.effort.supported == bool(caps.effort)
+        types = reported.thinking.types
+        modes = {
+            mode for mode in ("adaptive", "enabled", "disabled", "between_tools") if getattr(types, mode).supported
+        }
+        assert modes == caps.thinking, parsed.id
+        assert reported.structured_outputs.supported == caps.structured_outputs
+        assert reported.server_tools.web_search.supported == (caps.web_search is not None)
+        assert (reported.image_input.supported, reported.pdf_input.supported) == (caps.image_input, caps.pdf_input)
+        assert reported.citations.supported == caps.citations
+        assert parsed.max_tokens == caps.max_output_tokens and parsed.max_input_tokens
+        assert parsed.lifecycle == caps.lifecycle
+
+
+EXTRA_MODELS = {
+    "claude-nova-6": {"effort": ["low", "high"], "thinking": ["adaptive"], "max_output_tokens": 300_000},
+    "claude-dep-2": {"lifecycle": "deprecated", "retires": "2027-06-30"},
+    "claude-old-1": {"lifecycle": "retired", "retires": "2026-10-31"},
+}
+
+
+async def test_extra_models_are_listed_first_with_their_capabilities_and_lifecycle() -> None:
+    async with raw_client(extra_models=EXTRA_MODELS) as client:
+        default = (await client.get("/v1/models", params={"limit": 1000}, headers=HEADERS)).json()
+        every = (
+            await client.get(
+                "/v1/models",
+                params=[("limit", "1000"), *(("lifecycle[]", stage) for stage in ("active", "deprecated", "retired"))],
+                headers=HEADERS,
+            )
+        ).json()
+        retired_only = (await client.get("/v1/models?lifecycle=retired", headers=HEADERS)).json()
+        retired = await client.get("/v1/models/claude-old-1", headers=HEADERS)
+    ids = [info["id"] for info in default["data"]]
+    assert ids[:2] == ["claude-nova-6", "claude-dep-2"] and "claude-old-1" not in ids, "retired: only when asked"
+    assert [info["id"] for info in every["data"]][:3] == list(EXTRA_MODELS)
+    assert "claude-old-1" in [info["id"] for info in retired_only["data"]]
+    assert all(info["lifecycle"] == "retired" for info in retired_only["data"])
+    by_id = {info["id"]: ModelInfo.model_validate(info) for info in every["data"]}
+    nova = by_id["claude-nova-6"]
+    assert nova.lifecycle == "active" and nova.retires_at is None and nova.deprecated_at is None
+    assert nova.max_tokens == 300_000 and nova.capabilities is not None
+    assert nova.capabilities.effort.low.supported and not nova.capabilities.effort.medium.supported
+    assert (
+        nova.capabilities.thinking.types.adaptive.supported and not nova.capabilities.thinking.types.disabled.supported
+    )
+    deprecated, old = by_id["claude-dep-2"], by_id["claude-old-1"]
+    assert deprecated.lifecycle == "deprecated" and deprecated.deprecated_at is not None
+    assert deprecated.retires_at is not None and deprecated.retires_at.date().isoformat() == "2027-06-30"
+    assert (
+        old.lifecycle == "retired" and old.retires_at is not None and old.retires_at.date().isoformat() == "2026-10-31"
+    )
+    assert retired.status_code == 200 and ModelInfo.model_validate(retired.json()).lifecycle == "retired"
+
+
+async def test_the_sdk_lists_retired_models_when_it_asks_for_them() -> None:
+    async with sdk_client(extra_models=EXTRA_MODELS) as client:
+        default = [model.id async for model in client.models.list(limit=1000)]
+        every = [
+            model.id async for model in client.models.list(limit=1000, lifecycle=["active", "deprecated", "retired"])
+        ]
+    assert "claude-old-1" not in default and "claude-old-1" in every
+
+
+@pytest.mark.parametrize(
+    "query", ["lifecycle=gone", "lifecycle[]=active&lifecycle[]=active&lifecycle[]=retired&lifecycle[]=deprecated"]
+)
+async def test_a_bad_lifecycle_filter_is_a_400(query: str) -> None:
+    async with raw_client() as client:
+        response = await client.get(f"/v1/models?{query}", headers=HEADERS)
+    assert response.status_code == 400 and error_of(response)[0] == "invalid_request_error"
+
+
 async def test_every_response_has_a_request_id_header() -> None:
     async with raw_client() as client:
         responses = [
@@ -1273,7 +1358,8 @@ async def test_every_model_the_simulator_accepts_is_listed_or_resolves_to_a_list
     # claude-haiku-4-5 as its dated id), and retrieving it answers the table's output ceiling. Which
     # ids the installed SDK names changes with its releases (2.15 dropped two), so that is not compared.
     async with raw_client() as client:
-        page = (await client.get("/v1/models", params={"limit": 1000}, headers=HEADERS)).json()
+        every_stage = [("lifecycle[]", stage) for stage in ("active", "deprecated", "retired")]
+        page = (await client.get("/v1/models", params=[("limit", "1000"), *every_stage], headers=HEADERS)).json()
         listed = [info["id"] for info in page["data"]]
         assert len(listed) == len(set(listed))
         table = ModelTable.with_overrides()

@@ -61,6 +61,8 @@ def test_from_anthropic_takes_absent_or_null_counts_as_zero(given: Any, expected
         ({"cache_read_input_tokens": 2.5}, "usage.cache_read_input_tokens", "2.5"),
         ({"cache_creation_input_tokens": True}, "usage.cache_creation_input_tokens", "True"),
         ({"output_tokens_details": {"thinking_tokens": [1]}}, "usage.output_tokens_details.thinking_tokens", "[1]"),
+        ({"output_tokens_details": {"thinking_tokens": -3}}, "usage.output_tokens_details.thinking_tokens", "-3"),
+        ({"output_tokens_details": [71]}, "usage.output_tokens_details", "[71]"),
         ({"input_tokens": "x" * 50}, "usage.input_tokens", "str"),
     ],
     ids=repr,
@@ -152,3 +154,11 @@ async def test_the_ledger_books_cache_reads_and_writes_as_cache_tokens(tmp_path:
         assert admission.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 3500)
     finally:
         await service.aclose()
+
+
+def test_message_deltas_final_usage_brings_the_thinking_tokens_over_message_starts() -> None:
+    # The stream translators overlay message_delta's cumulative counts on message_start's.
+    start = {"input_tokens": 12, "output_tokens": 1}
+    delta = {"output_tokens": 96, "output_tokens_details": {"thinking_tokens": 71}}
+    assert Usage.from_anthropic({**start, **delta}) == Usage(input=12, output=96, reasoning=71)
+    assert Usage.from_anthropic({**start, "output_tokens_details": None}).reasoning == 0

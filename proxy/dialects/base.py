@@ -62,6 +62,7 @@ class Outbound:
     reserves_tokens: bool = True  # False: counted as a request only (count_tokens is free upstream)
     headers: Mapping[str, str] = field(default_factory=dict)  # client headers forwarded upstream
     hints: Any = None  # the dialect's own record of the request, for `answer` and `relay`
+    dropped: tuple[str, ...] = ()  # fields the client sent that did not reach the upstream as sent
 
 
 @dataclass(slots=True)

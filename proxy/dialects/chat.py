@@ -39,6 +39,7 @@ class ChatCompletions(Dialect):
             max_messages=settings.max_messages,
             max_content_blocks=settings.max_content_blocks,
             max_tools=settings.max_tools,
+            strict=settings.strict_fields,
         )
         return Outbound(
             path=MESSAGES_PATH,
@@ -48,6 +49,7 @@ class ChatCompletions(Dialect):
             body=translated.upstream,
             n=translated.n,
             hints=translated,
+            dropped=translated.dropped,
         )
 
     def answer(self, replies: Sequence[UpstreamReply], outbound: Outbound) -> Answer:

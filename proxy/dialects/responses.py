@@ -112,6 +112,7 @@ class Responses(Dialect):
             max_messages=settings.max_messages,
             max_content_blocks=settings.max_content_blocks,
             max_tools=settings.max_tools,
+            strict=settings.strict_fields,
         )
         built = request
         if request.store and not request.include_encrypted_reasoning:
@@ -124,6 +125,7 @@ class Responses(Dialect):
             stream=request.stream,
             body=request.upstream,
             hints=hints,
+            dropped=request.dropped,
         )
 
     def answer(self, replies: Sequence[UpstreamReply], outbound: Outbound) -> Answer:

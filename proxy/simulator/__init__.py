@@ -6,14 +6,24 @@ the API's shapes and refuses what the real API refuses, consulting the same
 :class:`~proxy.models.ModelTable` as the gateway. It does not import the ``anthropic`` SDK (a test
 dependency only); the tests check it against the SDK's types.
 
-``create_app(*, table=None, api_key=None, event_delay=0.0)`` returns a Starlette app serving::
+``create_app(*, table=None, api_key=None, event_delay=0.0, extra_models=None)`` returns a Starlette
+app serving::
 
     POST /v1/messages               a Message, or with "stream": true a text/event-stream
     POST /v1/messages/count_tokens  {"input_tokens": N}
     GET  /v1/models                 {"data": [ModelInfo...], "has_more", "first_id", "last_id"}
-                                    (the SDK's ModelParam ids, as validate.MODEL_IDS;
-                                    limit / after_id / before_id)
-    GET  /v1/models/{model_id}      one ModelInfo
+                                    (``extra_models``' ids, then the SDK's ModelParam ids, as
+                                    validate.MODEL_IDS; limit / after_id / before_id / lifecycle[],
+                                    by default active and deprecated models, as the API)
+    GET  /v1/models/{model_id}      one ModelInfo, retired ones included
+
+Each ModelInfo is built from the model's table row as the API sends it: ``capabilities`` (effort
+levels, thinking types, structured outputs, image / PDF input, citations, web search),
+``lifecycle``, ``retires_at`` (once deprecated), ``max_tokens`` and ``max_input_tokens``.
+``extra_models`` maps more model ids to table rows (``{"claude-nova-6": {"effort": ["low"]}}``,
+``{"claude-old-1": {"lifecycle": "retired", "retires": "2026-01-31"}}``): the simulator lists and
+serves them, so tests can declare a model the shipped table has never heard of, a deprecated one
+and a retired one.
 
 Every request needs ``x-api-key`` or ``Authorization: Bearer`` (401 authentication_error without;
 with ``api_key`` set, any other key is a 401) and an ``anthropic-version`` header (any value; 400

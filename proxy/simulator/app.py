@@ -6,8 +6,8 @@ import asyncio
 import hmac
 import itertools
 import re
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, get_args
 
 import orjson
 from starlette.applications import Starlette
@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from proxy.models import ModelTable
+from proxy.models import EFFORT_LEVELS, CapsRow, Lifecycle, ModelCaps, ModelTable, ThinkingMode
 from proxy.simulator.reply import (
     build_message,
     input_tokens,
@@ -31,6 +31,8 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 _DATE = re.compile(r"\d{8}")
 _LINES = ("haiku", "sonnet", "opus", "fable", "mythos")
 _EPOCH = "1970-01-01T00:00:00Z"
+_LIFECYCLES = frozenset(get_args(Lifecycle))
+DEFAULT_CONTEXT_WINDOW = 200_000  # max_input_tokens for a row that does not say
 
 
 def _display_name(model_id: str) -> str:
@@ -45,12 +47,13 @@ def _display_name(model_id: str) -> str:
     return "Claude " + " ".join(words)
 
 
-def _model_infos(ids: tuple[str, ...], table: ModelTable) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """ModelInfo objects for the SDK's known model ids, newest first as the SDK lists them.
+def _model_infos(ids: Iterable[str], table: ModelTable) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """ModelInfo objects for ``ids`` (newest first, as the SDK lists them), from the table's rows.
 
     Like the API, the list names a dated id (``claude-haiku-4-5-20251001``) rather than its alias
     (``claude-haiku-4-5``); the returned alias map lets ``GET /v1/models/{alias}`` resolve.
     """
+    ids = tuple(dict.fromkeys(ids))
     dated: dict[str, str] = {}
     for model_id in ids:
         head, _, tail = model_id.rpartition("-")
@@ -63,30 +66,82 @@ def _model_infos(ids: tuple[str, ...], table: ModelTable) -> tuple[list[dict[str
         head, _, tail = model_id.rpartition("-")
         day = tail if _DATE.fullmatch(tail) else None
         caps = table.capabilities(model_id)
-        line = model_id.split("-")[1]
+        line = model_id.split("-")[1] if "-" in model_id else ""
+        ending = caps.lifecycle != "active"  # the API dates deprecation and retirement only once they begin
         infos.append(
             {
                 "type": "model",
                 "id": model_id,
                 "display_name": _display_name(model_id),
                 "created_at": f"{day[:4]}-{day[4:6]}-{day[6:]}T00:00:00Z" if day else _EPOCH,
-                "lifecycle": "active",
-                "deprecated_at": None,
-                "retires_at": f"{caps.retires}T00:00:00Z" if caps.retires else None,
+                "lifecycle": caps.lifecycle,
+                "deprecated_at": _EPOCH if ending else None,  # when is not in the table: "unknown"
+                "retires_at": f"{caps.retires}T00:00:00Z" if ending and caps.retires else None,
                 "line": line if line in _LINES else None,
                 "max_tokens": caps.max_output_tokens,
+                "max_input_tokens": caps.max_input_tokens or DEFAULT_CONTEXT_WINDOW,
+                "capabilities": _capabilities(caps),
             }
         )
     return infos, dated
 
 
+def _supported(flag: bool) -> dict[str, bool]:
+    return {"supported": flag}
+
+
+def _capabilities(caps: ModelCaps) -> dict[str, Any]:
+    """The API's ``ModelCapabilities`` (every key present, as it sends them) from a table row. What
+    the table does not track (batch, context management, code execution) is reported as supported."""
+    return {
+        "batch": _supported(True),
+        "citations": _supported(caps.citations),
+        "code_execution": _supported(True),
+        "context_management": {
+            "supported": True,
+            "clear_thinking_20251015": _supported(True),
+            "clear_tool_uses_20250919": _supported(True),
+            "compact_20260112": _supported(True),
+        },
+        "effort": {
+            "supported": bool(caps.effort),
+            **{level: _supported(level in caps.effort) for level in EFFORT_LEVELS},
+        },
+        "image_input": _supported(caps.image_input),
+        "pdf_input": _supported(caps.pdf_input),
+        "server_tools": {
+            "supported": True,
+            "code_execution": _supported(True),
+            "web_search": _supported(caps.web_search is not None),
+        },
+        "structured_outputs": _supported(caps.structured_outputs),
+        "thinking": {
+            "supported": bool(caps.thinking & {"adaptive", "enabled"}),
+            "types": {mode: _supported(mode in caps.thinking) for mode in get_args(ThinkingMode)},
+        },
+    }
+
+
+def _lifecycle_filter(request: Request) -> frozenset[str]:
+    """The ``lifecycle`` query filter (sent as ``lifecycle[]=…`` by the SDK, or repeated); by default
+    active and deprecated models, as the API lists them."""
+    given = request.query_params.getlist("lifecycle[]") + request.query_params.getlist("lifecycle")
+    if not given:
+        return frozenset({"active", "deprecated"})
+    if len(given) > 3 or not set(given) <= _LIFECYCLES:
+        raise invalid("lifecycle: each value should be 'active', 'deprecated' or 'retired', at most 3 of them")
+    return frozenset(given)
+
+
 class _Simulator:
-    def __init__(self, table: ModelTable, api_key: str | None, event_delay: float) -> None:
-        self.table = table
+    def __init__(
+        self, table: ModelTable, api_key: str | None, event_delay: float, extra_models: Mapping[str, CapsRow]
+    ) -> None:
+        self.table = table.with_rows(extra_models) if extra_models else table
         self.api_key = api_key
         self.event_delay = event_delay
         self.counter = itertools.count(1)
-        self.models, self.aliases = _model_infos(MODEL_IDS, table)
+        self.models, self.aliases = _model_infos((*extra_models, *MODEL_IDS), self.table)
         self.models_by_id = {info["id"]: info for info in self.models}
 
     # --- plumbing ---
@@ -193,13 +248,15 @@ class _Simulator:
             if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
                 raise invalid("limit: Input should be an integer between 1 and 1000")
             limit = int(limit_text)
+            stages = _lifecycle_filter(request)
+            listed = [info for info in self.models if info["lifecycle"] in stages]
+            ids = [info["id"] for info in listed]
             after, before = params.get("after_id"), params.get("before_id")
             for name, cursor in (("after_id", after), ("before_id", before)):
-                if cursor is not None and cursor not in self.models_by_id:
+                if cursor is not None and cursor not in ids:
                     raise invalid(f"{name}: unknown model id {cursor!r}")
         except SimError as exc:
             return self.error(exc, request_id)
-        ids = [info["id"] for info in self.models]
         if before is not None:
             end = ids.index(before)
             start = max(0, end - limit)
@@ -208,7 +265,7 @@ class _Simulator:
             start = ids.index(after) + 1 if after is not None else 0
             end = min(len(ids), start + limit)
             has_more = end < len(ids)
-        page = self.models[start:end]
+        page = listed[start:end]
         return self.json(
             {
                 "data": page,
@@ -243,9 +300,17 @@ class _Simulator:
         return self.error(SimError(500, "api_error", "Internal server error"), self.request_id())
 
 
-def create_app(*, table: ModelTable | None = None, api_key: str | None = None, event_delay: float = 0.0) -> Starlette:
-    """A deterministic stand-in for Anthropic's Messages API, as an ASGI app (see the package docstring)."""
-    sim = _Simulator(table or ModelTable.with_overrides(), api_key, event_delay)
+def create_app(
+    *,
+    table: ModelTable | None = None,
+    api_key: str | None = None,
+    event_delay: float = 0.0,
+    extra_models: Mapping[str, CapsRow] | None = None,
+) -> Starlette:
+    """A deterministic stand-in for Anthropic's Messages API, as an ASGI app (see the package docstring).
+    ``extra_models`` declares more model ids (newest, listed first), each with its table row: a model
+    the shipped table has never heard of, or one with ``lifecycle: deprecated`` / ``retired``."""
+    sim = _Simulator(table or ModelTable.with_overrides(), api_key, event_delay, dict(extra_models or {}))
     routes = [
         Route("/v1/messages", sim.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", sim.count_tokens, methods=["POST"]),

@@ -386,6 +386,7 @@ def build_message(request: dict[str, Any], digest: bytes, input_count: int) -> d
     stops: list[str] = list(request.get("stop_sequences") or ())
     content: list[dict[str, Any]] = []
     used = 0
+    thought = 0  # the thinking among `used`, reported as usage.output_tokens_details.thinking_tokens
     stop_reason: str | None = None
     stop_sequence: str | None = None
     for block in _plan(request, digest):
@@ -400,6 +401,7 @@ def build_message(request: dict[str, Any], digest: bytes, input_count: int) -> d
                 block["thinking"] = truncate_tokens(block["thinking"], room)
                 cost, stop_reason = room, "max_tokens"
             content.append(block)
+            thought += cost
         elif kind == "text":
             text = block["text"]
             found = _find_stop(text, stops)
@@ -423,6 +425,16 @@ def build_message(request: dict[str, Any], digest: bytes, input_count: int) -> d
             break
     if stop_reason is None:
         stop_reason = "tool_use" if content and content[-1]["type"] == "tool_use" else "end_turn"
+    usage: dict[str, Any] = {
+        "input_tokens": input_count,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "output_tokens": max(used, 1) if max_tokens > 0 else 0,
+        "service_tier": "standard",
+    }
+    if thought:
+        usage["output_tokens_details"] = {"thinking_tokens": thought}
     return {
         "model": request["model"],
         "id": "msg_01" + _b62(digest),
@@ -432,14 +444,7 @@ def build_message(request: dict[str, Any], digest: bytes, input_count: int) -> d
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
         "stop_details": None,
-        "usage": {
-            "input_tokens": input_count,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-            "output_tokens": max(used, 1) if max_tokens > 0 else 0,
-            "service_tier": "standard",
-        },
+        "usage": usage,
     }
 
 
@@ -473,7 +478,11 @@ def stream_events(message: dict[str, Any], *, fail_with: dict[str, Any] | None =
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {**usage, "output_tokens": min(1, usage["output_tokens"])},
+        # The counts so far: message_delta brings the final ones, the thinking tokens among them.
+        "usage": {
+            **{key: value for key, value in usage.items() if key != "output_tokens_details"},
+            "output_tokens": min(1, usage["output_tokens"]),
+        },
     }
     events = [
         _sse("message_start", {"type": "message_start", "message": start}),
@@ -526,6 +535,11 @@ def stream_events(message: dict[str, Any], *, fail_with: dict[str, Any] | None =
                     "cache_creation_input_tokens": 0,
                     "cache_read_input_tokens": 0,
                     "output_tokens": usage["output_tokens"],
+                    **(
+                        {"output_tokens_details": usage["output_tokens_details"]}
+                        if "output_tokens_details" in usage
+                        else {}
+                    ),
                 },
             },
         )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn
 
-from proxy.models import ModelCaps, ModelTable
+from proxy.models import EFFORT_LEVELS, ModelCaps, ModelTable
 
 
 class SimError(Exception):
@@ -615,9 +615,14 @@ def blocks_of(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_model(model: str, table: ModelTable) -> ModelCaps:
+    """The model's capabilities; an id outside ``claude-*`` or a retired model is a 404."""
     if not model.startswith("claude-"):
         raise SimError(404, "not_found_error", f"model: {model}")
-    return table.capabilities(model)
+    caps = table.capabilities(model)
+    if caps.lifecycle == "retired":
+        successor = f" Use {caps.successor} instead." if caps.successor else ""
+        raise SimError(404, "not_found_error", f"model: {model} has been retired.{successor}")
+    return caps
 
 
 def _check_sampling(body: dict[str, Any], caps: ModelCaps) -> None:
@@ -820,6 +825,37 @@ def _check_thinking(body: dict[str, Any], caps: ModelCaps, max_tokens: int | Non
                 )
 
 
+_THINKING_OFF: Final = ("disabled", "between_tools")
+
+
+def _check_model_rules(body: dict[str, Any], caps: ModelCaps) -> None:
+    """What a model refuses beyond its thinking modes: forced tool use where the model does not
+    force tools, thinking turned off where it always thinks, and, with thinking off, an effort level
+    outside ``caps.effort_without_thinking``."""
+    choice = body.get("tool_choice")
+    if choice and choice["type"] in ("any", "tool") and not caps.forced_tool_choice:
+        raise invalid(
+            f"tool_choice.type: '{choice['type']}' is not supported for this model. Forced tool use is not "
+            "available; use 'auto' or 'none'."
+        )
+    thinking = body.get("thinking")
+    if thinking and thinking["type"] == "disabled" and "disabled" not in caps.thinking:
+        raise invalid(
+            '"thinking.type.disabled" is not supported for this model. Use "thinking.type.adaptive" and '
+            '"output_config.effort" to control thinking behavior.'
+        )
+    effort = (body.get("output_config") or {}).get("effort")
+    if effort is None:
+        return
+    off = thinking["type"] in _THINKING_OFF if thinking else not caps.thinking & {"adaptive", "enabled"}
+    if off and caps.effort_without_thinking is not None and effort not in caps.effort_without_thinking:
+        allowed = ", ".join(f"'{level}'" for level in EFFORT_LEVELS if level in caps.effort_without_thinking)
+        raise invalid(
+            f"output_config.effort: '{effort}' is not supported while thinking is disabled on this model "
+            f"(accepted: {allowed}). Lower the effort or enable thinking."
+        )
+
+
 def _check_prefill(body: dict[str, Any], caps: ModelCaps) -> None:
     messages = body["messages"]
     final = messages[-1]
@@ -864,6 +900,7 @@ def validate_create(body: Any, table: ModelTable) -> tuple[dict[str, Any], Model
     _check_tool_pairing(request["messages"])
     _check_tools(request)
     _check_thinking(request, caps, max_tokens)
+    _check_model_rules(request, caps)
     return request, caps, stream
 
 
@@ -877,4 +914,5 @@ def validate_count(body: Any, table: ModelTable) -> dict[str, Any]:
     _check_tool_pairing(body["messages"])
     _check_tools(body)
     _check_thinking(body, caps, None)
+    _check_model_rules(body, caps)
     return body

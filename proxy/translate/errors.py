@@ -6,6 +6,10 @@ Anthropic error type its canonical status, used for `error` events inside a stre
 no status of their own) and for unlisted non-4xx statuses. What is left falls back by range:
 other 4xx → `InvalidRequest` with that status, anything else → `UpstreamError`.
 
+Codes: the API's machine-readable cause, ``error.details.error_code`` (``image_dimensions_too_large``,
+``ramp_limit_exceeded``, …: the SDK's ``shared.ErrorDetails``), becomes the OpenAI error's ``code``
+under whatever status carries it; without one, the gateway error's default code applies.
+
 Messages: a 4xx keeps upstream's wording (it names the field at fault, e.g. ``messages.1.content``;
 ``param`` stays None because that path is in Anthropic's request, not the client's); a 5xx says
 which status upstream answered, since the client sees a different one; a 401 says it is the
@@ -62,13 +66,17 @@ _BY_STATUS: dict[int, type[ProxyError]] = {
     529: UpstreamOverloaded,
 }
 
-# anthropic.types.shared.ErrorType, plus the 413 body type the API documents.
+# anthropic.types.shared.ErrorType, plus the 413 body type the API documents. The statuses are the
+# SDK's (anthropic._error_classes): the conflict types are 409s, a failed precondition a 412.
 _STATUS_OF_TYPE: dict[str, int] = {
     "invalid_request_error": 400,
     "authentication_error": 401,
     "billing_error": 402,
     "permission_error": 403,
     "not_found_error": 404,
+    "conflict_error": 409,
+    "memory_path_conflict_error": 409,
+    "memory_precondition_failed_error": 412,
     "request_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,

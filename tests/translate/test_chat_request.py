@@ -3,9 +3,12 @@
 Most behaviour is pinned by golden fixtures in tests/fixtures/chat/request/, one JSON file per case:
 
     {"about": "...", "models": {overrides}?, "aliases": {...}?, "options": {to_messages_request keywords}?,
-     "expect": {TranslatedRequest fields}?, "openai": <client body>, "anthropic": <upstream body>}
-                                                                        -- or, for a refusal,
+     "expect": {TranslatedRequest fields}?, "openai": <client body>, "anthropic": <upstream body>,
+     "dropped": [TranslatedRequest.dropped]?}                          -- or, for a refusal,
      "error": {"status": 400, "param": "messages[0].content", "code": "invalid_value"}
+
+A fixture with "dropped" is also run with strict_fields on: refused, naming a dropped field, when
+the list is not empty, else translated the same.
 
 The property tests below check that no JSON body, however odd, gets anything but a valid upstream
 body or an `InvalidRequest` out of the translator.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from hypothesis import strategies as st
 from proxy.errors import InvalidRequest
 from proxy.models import ModelTable
 from proxy.translate.chat.request import PARAMS, TranslatedRequest, to_messages_request
+from proxy.translate.params import UNNAMED
 from tests.anthropic_schema import assert_valid_messages_request
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "chat" / "request"
@@ -66,6 +71,22 @@ def translate_or_refuse(body: Any, table: ModelTable = TABLE, **options: Any) ->
         assert exc.param is None or isinstance(exc.param, str)
         return
     assert_valid_upstream(result, table)
+    assert_strict_agrees(body, table, result, options)
+
+
+def assert_strict_agrees(body: Any, table: ModelTable, result: Any, options: dict[str, Any]) -> None:
+    """What was dropped names fields of the body, once each; strict_fields refuses the body exactly
+    when something was dropped, and otherwise translates it the same."""
+    top_level = {re.split(r"[.\[]", path, maxsplit=1)[0] for path in result.dropped if path != UNNAMED}
+    assert top_level <= set(body) and len(set(result.dropped)) == len(result.dropped)
+    if options.get("strict"):
+        return
+    try:
+        strict = to_messages_request(body, table, **options, strict=True)
+    except InvalidRequest as exc:
+        assert result.dropped and exc.code == "unsupported_value" and exc.message.endswith("(strict_fields is on).")
+        return
+    assert (strict.upstream, result.dropped) == (result.upstream, ())
 
 
 # Golden fixtures -----------------------------------------------------------------------------
@@ -92,7 +113,23 @@ def test_fixture_translates_to_its_golden_output(name: str) -> None:
         assert_valid_upstream(result, table)
         for field, value in case.get("expect", {}).items():
             assert getattr(result, field) == value, field
+        if "dropped" in case:  # fixtures added without it are not checked
+            assert list(result.dropped) == case["dropped"]
     assert body == before, "the client's body must not be modified"
+
+
+@pytest.mark.parametrize("name", [name for name in VALID_CASES if "dropped" in CASES[name]])
+def test_fixture_under_strict_fields_is_refused_exactly_when_it_drops_a_field(name: str) -> None:
+    case = CASES[name]
+    options = {**case.get("options", {}), "strict": True}
+    if not case["dropped"]:
+        assert to_messages_request(case["openai"], TABLES[name], **options).upstream == case["anthropic"]
+        return
+    with pytest.raises(InvalidRequest) as info:
+        to_messages_request(case["openai"], TABLES[name], **options)
+    assert (info.value.status_code, info.value.code) == (400, "unsupported_value")
+    assert info.value.message.endswith("(strict_fields is on).")
+    assert re.sub(r"\[\d+\]", "[]", info.value.param or "") in case["dropped"]
 
 
 def test_every_fixture_says_what_it_checks() -> None:
@@ -223,6 +260,65 @@ def test_mislabeled_image_error_free_for_every_supported_type() -> None:
             body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [part]}]}
             source = to_messages_request(body, TABLE).upstream["messages"][0]["content"][0]["source"]
             assert source["media_type"] == actual, (declared, actual)
+
+
+def test_default_valued_fields_ask_for_nothing_and_are_not_reported_as_dropped() -> None:
+    body = {
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "auto"}}],
+            }
+        ],
+        "temperature": 1,
+        "top_p": 1,
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "logit_bias": {},
+        "store": False,
+        "metadata": {},
+        "verbosity": "medium",
+        "logprobs": False,
+        "stream_options": {"include_obfuscation": False},
+        "stream": True,
+    }
+    assert to_messages_request(body, TABLE, strict=True).dropped == ()
+
+
+def test_dropped_fields_are_named_once_in_body_order_with_list_positions_left_out() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "low"}}
+    body = {
+        "seed": 1,
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {"role": "user", "content": [image, image]},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": [image]},
+        ],
+        "temperature": 0.2,
+    }
+    result = to_messages_request(body, TABLE)
+    assert result.dropped == ("seed", "messages[].content[].image_url.detail", "temperature")
+
+
+def test_strict_fields_names_the_exact_path_of_a_dropped_content_field() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "high"}}
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [image, image]}]}
+    with pytest.raises(InvalidRequest) as info:
+        to_messages_request(body, TABLE, strict=True)
+    assert info.value.param == "messages[0].content[0].image_url.detail"
+
+
+def test_a_temperature_above_claudes_range_is_reported_as_adapted_where_it_is_sent() -> None:
+    table = ModelTable.with_overrides({"claude-sonnet-4-5": {"sampling": ["temperature"]}})
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}]}
+    assert to_messages_request({**body, "temperature": 0.5}, table).dropped == ()
+    result = to_messages_request({**body, "temperature": 1.5}, table)
+    assert (result.upstream["temperature"], result.dropped) == (1.0, ("temperature",))
+    with pytest.raises(InvalidRequest) as info:
+        to_messages_request({**body, "temperature": 1.5}, table, strict=True)
+    assert "1.5 is above Claude's range of 0 to 1 and is sent as 1" in info.value.message
 
 
 # Property tests ------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def chunks_of(payloads: list[bytes]) -> list[dict[str, Any]]:
 def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """Accumulate deltas the way OpenAI clients do."""
     content: list[str] = []
+    refusal: list[str] = []
     reasoning: list[str] = []
     thinking_blocks: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -71,6 +72,7 @@ def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
         for choice in chunk["choices"]:
             delta = choice["delta"]
             content.append(delta.get("content") or "")
+            refusal.append(delta.get("refusal") or "")
             reasoning.append(delta.get("reasoning_content") or "")
             thinking_blocks.extend(delta.get("thinking_blocks") or ())
             annotations.extend(delta.get("annotations") or ())
@@ -83,6 +85,7 @@ def reassemble(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             finish = choice["finish_reason"] or finish
     return {
         "content": "".join(content) or None,
+        "refusal": "".join(refusal) or None,
         "reasoning_content": "".join(reasoning) or None,
         "thinking_blocks": thinking_blocks,
         "annotations": annotations,
@@ -116,6 +119,7 @@ def test_streamed_chunks_reassemble_to_the_non_streaming_response(name: str, inc
     expected = to_chat_completion(message, created=CREATED)["choices"][0]
 
     assert streamed["content"] == expected["message"]["content"]
+    assert streamed["refusal"] == expected["message"]["refusal"]
     assert streamed["reasoning_content"] == expected["message"].get("reasoning_content")
     assert streamed["thinking_blocks"] == expected["message"].get("thinking_blocks", [])
     assert streamed["annotations"] == expected["message"].get("annotations", [])
@@ -687,3 +691,54 @@ def test_openai_sdk_reads_a_stream_of_several_choices() -> None:
     indexes = {choice.index for c in chunks for choice in c.choices}
     assert indexes == {0, 1}
     assert chunks[-1].usage is not None
+
+
+# --- today's rules: a refusal's explanation, thinking tokens (issue 16) --------------------------
+
+
+def test_a_refusal_stop_streams_its_explanation_as_the_refusal_delta_before_the_finish_chunk() -> None:
+    out, _ = translate(upstream_events("refusal_explained_after_thinking"), include_usage=False)
+    chunks = chunks_of(client_payloads(out))
+    *_, refusal, finish = chunks
+    assert refusal["choices"][0]["delta"] == {
+        "refusal": "This request asks for methods that could enable biological harm."
+    }
+    assert refusal["choices"][0]["finish_reason"] is None
+    assert finish["choices"][0]["finish_reason"] == "content_filter"
+    sdk_chunks = list(sdk_stream(out))
+    assert [c.choices[0].delta.refusal for c in sdk_chunks if c.choices and c.choices[0].delta.refusal] == [
+        "This request asks for methods that could enable biological harm."
+    ]
+
+
+def test_a_refusal_without_an_explanation_streams_the_policy_category() -> None:
+    events = [
+        (
+            event,
+            data.replace(
+                b'"explanation":"This request asks for methods that could enable biological harm."',
+                b'"explanation":null',
+            ),
+        )
+        for event, data in upstream_events("refusal_explained_after_thinking")
+    ]
+    out, _ = translate(events, include_usage=False)
+    refusal = chunks_of(client_payloads(out))[-2]
+    assert refusal["choices"][0]["delta"] == {
+        "refusal": "The model declined to respond to this request (policy category: bio)."
+    }
+
+
+def test_no_refusal_delta_on_other_stops() -> None:
+    for name in COMPLETE:
+        if name.startswith("refusal"):
+            continue
+        out, _ = translate(upstream_events(name), include_usage=False)
+        assert not any("refusal" in c["choices"][0]["delta"] for c in chunks_of(client_payloads(out))), name
+
+
+def test_streamed_thinking_tokens_from_message_delta_are_the_reasoning_tokens() -> None:
+    out, translator = translate(upstream_events("refusal_explained_after_thinking"), include_usage=True)
+    usage = chunks_of(client_payloads(out))[-1]["usage"]
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 49}
+    assert translator.tokens is not None and translator.tokens.reasoning == 49

@@ -4,6 +4,8 @@ from typing import Any, get_args
 
 import orjson
 import pytest
+from anthropic._error_classes import ERROR_CLASSES
+from anthropic.types import ImageDimensionsTooLargeErrorDetails
 from anthropic.types.shared import ErrorResponse, ErrorType
 
 from proxy.errors import (
@@ -19,7 +21,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.translate.errors import from_error_event, from_upstream, retry_after_seconds
+from proxy.translate.errors import from_error_event, from_upstream, retry_after_seconds, status_of_error_event
 
 
 def body(kind: str, message: str, **error: Any) -> bytes:
@@ -337,3 +339,77 @@ def test_malformed_error_event_is_an_upstream_error(data: dict[str, Any]) -> Non
 def test_error_event_without_message_gets_one() -> None:
     error = from_error_event({"type": "error", "error": {"type": "api_error"}})
     assert error.message == "Upstream failed mid-stream (api_error): Upstream api_error."
+
+
+# --- the SDK's error codes and types (issue 16)
+
+# The error type the API sends with each status, for bodies built below.
+_TYPE_OF_STATUS = {
+    400: "invalid_request_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    412: "memory_precondition_failed_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+# The status the client sees for an upstream status: its own for a 4xx (the gateway's key refused
+# is the gateway's 502), the gateway's 503 for an unavailable or overloaded upstream.
+_CLIENT_STATUS = {401: 502, 503: 503, 529: 503}
+_SDK_CODES = sorted((status, code) for status, code in ERROR_CLASSES if code is not None)
+
+
+def test_image_dimensions_too_large_is_a_400_with_its_code_and_upstream_message() -> None:
+    message = "messages.0.content.1.image: image dimensions exceed max allowed size of 8000 pixels"
+    details = {
+        "error_code": "image_dimensions_too_large",
+        "max_side_length_pixels": 8000,
+        "paths": ["messages.0.content.1"],
+    }
+    raw = body("invalid_request_error", message, details=details)
+    ErrorResponse.model_validate_json(raw)
+    ImageDimensionsTooLargeErrorDetails.model_validate(details)
+    error = from_upstream(400, raw)
+    assert (type(error), error.status_code, error.code, error.message) == (
+        InvalidRequest,
+        400,
+        "image_dimensions_too_large",
+        message,
+    )
+    assert error.to_dict()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(("status", "code"), _SDK_CODES, ids=[code for _, code in _SDK_CODES])
+def test_every_error_code_the_sdk_knows_reaches_the_client_under_its_status(status: int, code: str) -> None:
+    error = from_upstream(status, body(_TYPE_OF_STATUS[status], "it failed", details={"error_code": code}))
+    assert error.code == code
+    assert error.status_code == _CLIENT_STATUS.get(status, status)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [("conflict_error", 409), ("memory_path_conflict_error", 409), ("memory_precondition_failed_error", 412)],
+)
+def test_the_sdks_newer_error_types_mid_stream_keep_their_status(kind: str, status: int) -> None:
+    error = from_error_event(orjson.loads(body(kind, "changed meanwhile")))
+    assert (type(error), error.status_code, error.message) == (InvalidRequest, status, "changed meanwhile")
+
+
+@pytest.mark.parametrize("kind", get_args(ErrorType))
+def test_every_error_type_of_the_sdk_has_a_status_of_its_own(kind: str) -> None:
+    known = status_of_error_event(orjson.loads(body(kind, "x")))
+    unknown = status_of_error_event(orjson.loads(body("some_future_error", "x")))
+    assert known != unknown or kind == "api_error"
+
+
+def test_an_error_code_inside_a_stream_error_event_reaches_the_client() -> None:
+    details = {
+        "error_code": "image_dimensions_too_large",
+        "max_side_length_pixels": 8000,
+        "paths": ["messages.0.content.0"],
+    }
+    error = from_error_event(orjson.loads(body("invalid_request_error", "too large", details=details)))
+    assert (error.status_code, error.code) == (400, "image_dimensions_too_large")

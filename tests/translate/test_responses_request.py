@@ -4,9 +4,12 @@ Most behaviour is pinned by golden fixtures in tests/fixtures/responses/request/
 
     {"about": "...", "models": {overrides}?, "aliases": {...}?, "options": {to_messages_request keywords,
      "history" among them}?, "expect": {ResponsesRequest fields; "echo" and "tool_names" compared
-     key by key}?, "openai": <client body>, "anthropic": <upstream body>}
-                                                                        -- or, for a refusal,
+     key by key}?, "openai": <client body>, "anthropic": <upstream body>,
+     "dropped": [ResponsesRequest.dropped]?}                           -- or, for a refusal,
      "error": {"status": 400, "param": "input[3].content[0].image_url", "code": "invalid_type"}
+
+A fixture with "dropped" is also run with strict_fields on: refused, naming a dropped field, when
+the list is not empty, else translated the same.
 
 Every upstream body is checked against the anthropic SDK's request types, and every echo (with
 the translated tools) against the openai SDK's `Response` type. The property tests check that no
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from openai.types.responses import Response
 
 from proxy.errors import InvalidRequest
 from proxy.models import ModelTable
+from proxy.translate.params import UNNAMED
 from proxy.translate.responses.common import ResponsesRequest, ToolName, client_call_id, seal_reasoning
 from proxy.translate.responses.request import PARAMS, to_messages_request
 from tests.anthropic_schema import assert_valid_messages_request
@@ -83,6 +88,22 @@ def translate_or_refuse(body: Any, table: ModelTable = TABLE, **options: Any) ->
         assert exc.param is None or isinstance(exc.param, str)
         return
     assert_valid_result(result, table)
+    assert_strict_agrees(body, table, result, options)
+
+
+def assert_strict_agrees(body: Any, table: ModelTable, result: Any, options: dict[str, Any]) -> None:
+    """What was dropped names fields of the body, once each; strict_fields refuses the body exactly
+    when something was dropped, and otherwise translates it the same."""
+    top_level = {re.split(r"[.\[]", path, maxsplit=1)[0] for path in result.dropped if path != UNNAMED}
+    assert top_level <= set(body) and len(set(result.dropped)) == len(result.dropped)
+    if options.get("strict"):
+        return
+    try:
+        strict = to_messages_request(body, table, **options, strict=True)
+    except InvalidRequest as exc:
+        assert result.dropped and exc.code == "unsupported_value" and exc.message.endswith("(strict_fields is on).")
+        return
+    assert (strict.upstream, result.dropped) == (result.upstream, ())
 
 
 # Golden fixtures ---------------------------------------------------------------------------------
@@ -113,7 +134,23 @@ def test_fixture_translates_to_its_golden_output(name: str) -> None:
                 assert {claude: ToolName(**tool) for claude, tool in value.items()} == result.tool_names.by_claude
             else:
                 assert getattr(result, field) == value, field
+        if "dropped" in case:  # fixtures added without it are not checked
+            assert list(result.dropped) == case["dropped"]
     assert body == before, "the client's body must not be modified"
+
+
+@pytest.mark.parametrize("name", [name for name in VALID_CASES if "dropped" in CASES[name]])
+def test_fixture_under_strict_fields_is_refused_exactly_when_it_drops_a_field(name: str) -> None:
+    case = CASES[name]
+    options = {**case.get("options", {}), "strict": True}
+    if not case["dropped"]:
+        assert to_messages_request(case["openai"], TABLES[name], **options).upstream == case["anthropic"]
+        return
+    with pytest.raises(InvalidRequest) as info:
+        to_messages_request(case["openai"], TABLES[name], **options)
+    assert (info.value.status_code, info.value.code) == (400, "unsupported_value")
+    assert info.value.message.endswith("(strict_fields is on).")
+    assert re.sub(r"\[\d+\]", "[]", info.value.param or "") in case["dropped"]
 
 
 def test_there_are_enough_fixtures() -> None:
@@ -309,6 +346,29 @@ def test_no_model_name_in_responses_translation_code() -> None:
     package = Path(__file__).parent.parent.parent / "proxy" / "translate" / "responses"
     for path in package.glob("*.py"):
         assert "claude-" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_what_the_stored_history_dropped_is_not_reported_again_nor_refused_under_strict() -> None:
+    image = {"type": "input_image", "image_url": "https://x/a.png", "detail": "low"}
+    history = [{"type": "message", "role": "user", "content": [image]}]
+    body = {"model": MODEL, "input": "and now?", "previous_response_id": "resp_0"}
+    assert to_messages_request(body, TABLE, history=history, strict=True).dropped == ()
+    result = to_messages_request({**body, "input": [{"role": "user", "content": [image]}]}, TABLE, history=history)
+    assert result.dropped == ("input[].content[].detail",)
+
+
+def test_reasoning_summary_is_dropped_only_when_there_is_no_thinking_to_show() -> None:
+    body = {"model": "claude-opus-4-7", "input": "a"}
+    assert to_messages_request({**body, "reasoning": {"summary": "auto"}}, TABLE).dropped == ("reasoning.summary",)
+    both = {**body, "reasoning": {"effort": "high", "summary": "auto"}}
+    assert to_messages_request(both, TABLE).dropped == ()
+    off = {**body, "reasoning": {"effort": "none", "summary": "auto"}}  # OpenAI shows none either
+    assert to_messages_request(off, TABLE).dropped == ()
+
+
+def test_unknown_fields_inside_text_and_reasoning_are_reported_by_their_path() -> None:
+    body = {"model": MODEL, "input": "a", "text": {"verbosity": "medium", "style": "x"}, "reasoning": {"mode": 1}}
+    assert to_messages_request(body, TABLE).dropped == ("text.style", "reasoning.mode")
 
 
 # Property tests ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from proxy.errors import UpstreamError
 from proxy.models import ModelTable
+from proxy.translate.chat.response import to_chat_completion
 from proxy.translate.responses.common import ResponsesRequest, claude_call_id, open_reasoning
 from proxy.translate.responses.request import to_messages_request
 from proxy.translate.responses.response import refusal_text, responses_usage, to_response
@@ -379,3 +380,22 @@ def test_malformed_message_is_an_upstream_error(message: dict[str, Any]) -> None
 def test_message_that_is_not_an_object_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError):
         translate([])  # type: ignore[arg-type]
+
+
+# Today's rules (issue 16) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["refusal", "refusal_after_text", "refusal_explained_after_thinking"])
+def test_a_refusal_reads_the_same_in_the_responses_api_and_chat(case: str) -> None:
+    message = load(f"{case}.message.json")
+    parts = [part for item in translate(message)["output"] if item["type"] == "message" for part in item["content"]]
+    refusals = [part["refusal"] for part in parts if part["type"] == "refusal"]
+    assert refusals == [to_chat_completion(message, created=CREATED_AT)["choices"][0]["message"]["refusal"]]
+
+
+def test_a_refusal_explanation_is_the_refusal_text_and_thinking_tokens_are_reasoning_tokens() -> None:
+    result = translate(load("refusal_explained_after_thinking.message.json"))
+    assert result["output"][-1]["content"] == [
+        {"type": "refusal", "refusal": "This request asks for methods that could enable biological harm."}
+    ]
+    assert result["usage"]["output_tokens_details"] == {"reasoning_tokens": 49}

@@ -4,7 +4,8 @@ One small function per chat role and per content part type: each reads chat's ow
 hands blocks (`claude.blocks`) to a `claude.turns.Conversation`, which owns merging and the
 checks on the last turn. Chat's own rules here: system and developer messages are hoisted into
 `system`; legacy `function_call`s get ids from their message index and `function` messages answer
-the most recent unanswered call of their name; an echoed `refusal` is text.
+the most recent unanswered call of their name; an echoed `refusal` is text. What a message asks
+for that Claude cannot do as asked (a participant `name`, an image `detail`) is given to `drop`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from proxy.translate.checks import (
 from proxy.translate.claude.blocks import (
     Block,
     cached,
+    detail_dropped,
     document_block,
     image_block,
     part_type,
@@ -35,6 +37,7 @@ from proxy.translate.claude.blocks import (
     tool_use_block,
 )
 from proxy.translate.claude.turns import DEFAULT_MAX_CONTENT_BLOCKS, DEFAULT_MAX_MESSAGES, Conversation, Turn
+from proxy.translate.params import Drop
 
 __all__ = ["convert_messages"]
 
@@ -44,14 +47,20 @@ _TEXT_OR_REFUSAL: Final = {"text": "text", "refusal": "refusal"}
 
 
 class _Messages:
-    """The conversation being built, and the legacy function calls still awaiting a result."""
+    """The conversation being built, the legacy function calls still awaiting a result, and where
+    dropped fields are recorded."""
 
-    __slots__ = ("conversation", "function_calls")
+    __slots__ = ("conversation", "drop", "function_calls")
 
-    def __init__(self, max_content_blocks: int) -> None:
+    def __init__(self, max_content_blocks: int, drop: Drop | None) -> None:
         self.conversation = Conversation(max_content_blocks, field="messages")
         # Call ids by function name, the most recent last.
         self.function_calls: dict[str, list[str]] = {}
+        self.drop: Drop = drop if drop is not None else _unrecorded
+
+
+def _unrecorded(path: str, why: str) -> None:
+    """The `drop` of a caller that does not ask what was dropped."""
 
 
 def convert_messages(
@@ -61,11 +70,13 @@ def convert_messages(
     prefill: bool,
     max_messages: int = DEFAULT_MAX_MESSAGES,
     max_content_blocks: int = DEFAULT_MAX_CONTENT_BLOCKS,
+    drop: Drop | None = None,
 ) -> tuple[list[Block], list[Turn]]:
     """The `system` text blocks and the `messages` turns for the client's `messages` list.
 
     `prefill` says whether `model` accepts a final assistant turn (from the model table);
-    `max_messages` and `max_content_blocks` bound what the list may hold (`InvalidRequest` past them).
+    `max_messages` and `max_content_blocks` bound what the list may hold (`InvalidRequest` past them);
+    `drop` (`ClaudeContext.drop`) records the fields not sent as the client sent them.
     """
     if not isinstance(raw, list):
         if raw is None:
@@ -74,7 +85,7 @@ def convert_messages(
     if not raw:
         invalid_value("messages", "expected at least one message.")
     check_length("messages", len(raw), max_messages, "max_messages")
-    state = _Messages(max_content_blocks)
+    state = _Messages(max_content_blocks, drop)
     for index, message in enumerate(raw):
         path = f"messages[{index}]"
         if not isinstance(message, dict):
@@ -90,8 +101,17 @@ def convert_messages(
                 f"{path}.role",
                 f"{role!r}. Supported values are: 'system', 'developer', 'user', 'assistant', 'tool' and 'function'.",
             )
+        _participant_name(message, path, role, state)
         handler(message, path, index, state)
     return state.conversation.finish(model=model, prefill=prefill)
+
+
+def _participant_name(message: dict[str, Any], path: str, role: object, state: _Messages) -> None:
+    # A participant's `name` tells OpenAI's model who speaks; Claude's turns have no such field.
+    # (A function message's `name` is the function's, and is used.)
+    name = message.get("name")
+    if role != "function" and name is not None and name != "":
+        state.drop(f"{path}.name", "Claude's messages carry no participant name, so it is ignored by this gateway")
 
 
 # Roles ---------------------------------------------------------------------------------------
@@ -101,7 +121,7 @@ def _system(message: dict[str, Any], path: str, index: int, state: _Messages) ->
     # Hoisted wherever it appears: system and developer messages are both instructions.
     content = required(message, "content", path)
     state.conversation.count(content, f"{path}.content")
-    state.conversation.system(text_blocks(content, f"{path}.content", _TEXT))
+    state.conversation.system(text_blocks(content, f"{path}.content", _TEXT, state.drop))
 
 
 def _user(message: dict[str, Any], path: str, index: int, state: _Messages) -> None:
@@ -113,7 +133,7 @@ def _user(message: dict[str, Any], path: str, index: int, state: _Messages) -> N
     elif isinstance(content, list):
         blocks = []
         for j, part in enumerate(content):
-            block = _user_part(part, f"{content_path}[{j}]")
+            block = _user_part(part, f"{content_path}[{j}]", state.drop)
             if block is not None:
                 blocks.append(block)
     else:
@@ -140,7 +160,7 @@ def _assistant(message: dict[str, Any], path: str, index: int, state: _Messages)
     content = message.get("content")
     if content is not None:
         conversation.count(content, f"{path}.content")
-        blocks.extend(text_blocks(content, f"{path}.content", _TEXT_OR_REFUSAL))
+        blocks.extend(text_blocks(content, f"{path}.content", _TEXT_OR_REFUSAL, state.drop))
     refusal = message.get("refusal")
     if refusal is not None:
         # An echoed OpenAI refusal (content null, refusal set) is what the model said: keep it as text.
@@ -168,7 +188,8 @@ def _tool(message: dict[str, Any], path: str, index: int, state: _Messages) -> N
     tool_call_id = required_string(message, "tool_call_id", path)
     content = required(message, "content", path)
     state.conversation.count(content, f"{path}.content")
-    state.conversation.tool_results([tool_result_block(tool_call_id, content, f"{path}.content", _TEXT)], path)
+    block = tool_result_block(tool_call_id, content, f"{path}.content", _TEXT, state.drop)
+    state.conversation.tool_results([block], path)
 
 
 def _function(message: dict[str, Any], path: str, index: int, state: _Messages) -> None:
@@ -180,7 +201,7 @@ def _function(message: dict[str, Any], path: str, index: int, state: _Messages) 
     call_id = pending.pop()
     content = message.get("content")
     state.conversation.count(content, f"{path}.content")
-    state.conversation.tool_results([tool_result_block(call_id, content, f"{path}.content", _TEXT)], path)
+    state.conversation.tool_results([tool_result_block(call_id, content, f"{path}.content", _TEXT, state.drop)], path)
 
 
 _Role = Callable[[dict[str, Any], str, int, _Messages], None]
@@ -197,29 +218,29 @@ _ROLES: dict[str, _Role] = {
 # User content parts --------------------------------------------------------------------------
 
 
-def _user_part(part: Any, path: str) -> Block | None:
+def _user_part(part: Any, path: str, drop: Drop) -> Block | None:
     kind = part_type(part, path)
     convert = _USER_PARTS.get(kind)
     if convert is None:
         unsupported_value(
             f"{path}.type", f"unknown content part type {kind!r}; supported: 'text', 'image_url', 'file'."
         )
-    return convert(part, path)
+    return convert(part, path, drop)
 
 
-def _text_part(part: dict[str, Any], path: str) -> Block | None:
+def _text_part(part: dict[str, Any], path: str, drop: Drop) -> Block | None:
     blocks = plain_text(required_type(part, "text", path, str, "a string"))
-    return cached(blocks[0], part, path) if blocks else None
+    return cached(blocks[0], part, path, drop) if blocks else None
 
 
-def _image_part(part: dict[str, Any], path: str) -> Block:
-    # `detail` has no Messages API equivalent and is dropped.
+def _image_part(part: dict[str, Any], path: str, drop: Drop) -> Block:
     image_url = required_type(part, "image_url", path, dict, "an object")
     url = required_type(image_url, "url", f"{path}.image_url", str, "a string")
-    return cached(image_block(url, f"{path}.image_url.url"), part, path)
+    detail_dropped(image_url.get("detail"), f"{path}.image_url.detail", drop)
+    return cached(image_block(url, f"{path}.image_url.url"), part, path, drop)
 
 
-def _file_part(part: dict[str, Any], path: str) -> Block:
+def _file_part(part: dict[str, Any], path: str, drop: Drop) -> Block:
     file = required_type(part, "file", path, dict, "an object")
     file_path = f"{path}.file"
     if file.get("file_id") is not None:
@@ -237,11 +258,11 @@ def _file_part(part: dict[str, Any], path: str) -> Block:
     return block
 
 
-def _audio_part(part: dict[str, Any], path: str) -> NoReturn:
+def _audio_part(part: dict[str, Any], path: str, drop: Drop) -> NoReturn:
     unsupported_value(f"{path}.type", "audio input is not supported by this gateway.")
 
 
-_Part = Callable[[dict[str, Any], str], Block | None]
+_Part = Callable[[dict[str, Any], str, Drop], Block | None]
 _USER_PARTS: dict[str, _Part] = {
     "text": _text_part,
     "image_url": _image_part,

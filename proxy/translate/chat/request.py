@@ -7,7 +7,9 @@ those here read shapes only chat has (`n`, `stream_options`, nested function too
 `functions`/`function_call`, `web_search_options`, `response_format`). Adding an OpenAI field is one
 entry here plus one fixture in tests/fixtures/chat/request/.
 
-JSON null means "not given", as in the OpenAI API. Fields not in the table are ignored.
+JSON null means "not given", as in the OpenAI API. Fields not in the table are ignored, and like
+every field ignored or adapted they are named in `TranslatedRequest.dropped` (or, with `strict`, a
+400; see `params.ClaudeContext.drop`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,16 @@ from proxy.translate.claude.tools import (
     web_search_tool,
 )
 from proxy.translate.claude.turns import DEFAULT_MAX_CONTENT_BLOCKS, DEFAULT_MAX_MESSAGES
-from proxy.translate.params import DEFAULT_MAX_TOOLS, OMIT, ClaudeContext, Param, apply_params, refuse
+from proxy.translate.params import (
+    DEFAULT_MAX_TOOLS,
+    OMIT,
+    ClaudeContext,
+    Param,
+    apply_params,
+    dropped_fields,
+    ignore,
+    refuse,
+)
 
 __all__ = ["PARAMS", "ChatContext", "TranslatedRequest", "to_messages_request"]
 
@@ -61,6 +72,9 @@ class TranslatedRequest:
     stream: bool
     include_usage: bool  # stream_options.include_usage
     n: int = 1  # choices asked for: the caller makes this many upstream calls and merges them
+    # Paths of the fields the client sent that did not reach the upstream as sent (ignored or
+    # adapted), list positions left out, in body order: `params.dropped_fields`.
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -81,30 +95,32 @@ def to_messages_request(
     max_messages: int = DEFAULT_MAX_MESSAGES,
     max_content_blocks: int = DEFAULT_MAX_CONTENT_BLOCKS,
     max_tools: int = DEFAULT_MAX_TOOLS,
+    strict: bool = False,
 ) -> TranslatedRequest:
     """The Messages API request for an OpenAI chat request.
 
     `max_n` bounds `n` (the caller makes n upstream calls); `auto_cache` marks the stable prefix
     for Anthropic's prompt cache on every request (see `caching.place_cache_breakpoints`). The
     other `max_` limits bound what a request may hold: messages, content parts (with tool calls and
-    thinking blocks) in all of them, and tool definitions. The work done is linear in the body.
+    thinking blocks) in all of them, and tool definitions. `strict` (the strict_fields setting)
+    makes a field that would be ignored or adapted a 400 naming it. The work done is linear in the body.
     """
     requested = requested_model(body)
     model = table.resolve(requested)
     caps = table.capabilities(model)
-    system, messages = convert_messages(
+    upstream: dict[str, Any] = {"model": model}
+    context = ChatContext(model=model, caps=caps, upstream=upstream, max_n=max_n, max_tools=max_tools, strict=strict)
+    system, upstream["messages"] = convert_messages(
         body.get("messages"),
         model=model,
         prefill=caps.prefill,
         max_messages=max_messages,
         max_content_blocks=max_content_blocks,
+        drop=context.drop,
     )
-
-    upstream: dict[str, Any] = {"model": model, "messages": messages}
     if system:
         upstream["system"] = system
-    context = ChatContext(model=model, caps=caps, upstream=upstream, max_n=max_n, max_tools=max_tools)
-    apply_params(PARAMS, body, context)
+    apply_params(PARAMS, body, context, core=CORE)
     place_cache_breakpoints(context, auto=auto_cache and context.cache_implicit)
 
     return TranslatedRequest(
@@ -114,6 +130,7 @@ def to_messages_request(
         stream=upstream.get("stream") is True,
         include_usage=context.include_usage,
         n=context.n,
+        dropped=dropped_fields(context.dropped, body),
     )
 
 
@@ -130,6 +147,8 @@ def _stream_options(value: Any, name: str, context: ChatContext) -> Any:
     include_usage = value.get("include_usage")
     if include_usage is not None:
         context.include_usage = boolean(include_usage, f"{name}.include_usage")
+    if value.get("include_obfuscation") is True:
+        context.drop(f"{name}.include_obfuscation", "this gateway's chunks carry no obfuscation")
     return OMIT
 
 
@@ -223,6 +242,8 @@ def _web_search_options(value: Any, name: str, context: ChatContext) -> Any:
     if size is not None and size not in ("low", "medium", "high"):
         invalid_value(f"{name}.search_context_size", f"{size!r}. Supported values are: 'low', 'medium' and 'high'.")
     tool = web_search_tool(name, context)
+    if size not in (None, "medium"):
+        context.drop(f"{name}.search_context_size", _SEARCH_CONTEXT_SIZE)
     location = value.get("user_location")
     if location is not None:
         tool["user_location"] = _user_location(location, f"{name}.user_location")
@@ -253,7 +274,7 @@ def _response_format(value: Any, name: str, context: ChatContext) -> Any:
     if kind == "text":
         return OMIT
     if kind == "json_object":
-        json_object_instruction(context)
+        json_object_instruction(name, context)
         return OMIT
     if kind != "json_schema":
         if not isinstance(kind, str):
@@ -278,9 +299,26 @@ def _no_audio(value: Any) -> bool:
     return not (isinstance(value, list) and "audio" in value)
 
 
+def _is_zero(value: Any) -> bool:
+    return value == 0 and not isinstance(value, bool)
+
+
+def _is_false(value: Any) -> bool:
+    return value is False
+
+
+def _is_medium(value: Any) -> bool:
+    return isinstance(value, str) and value == "medium"
+
+
+# What Claude's web search has no equivalent for (max_uses caps the number of searches, not their size).
+_SEARCH_CONTEXT_SIZE: Final = "Claude's web search has no context size, so it is ignored by this gateway"
+# The fields the translator converts before the table.
+CORE: Final = frozenset({"model", "messages"})
 _NO_LOGPROBS: Final = "is not supported: Claude does not return log probabilities."
-# Accepted and dropped: no upstream equivalent, and the answer is still right without them.
-# Listed so the compatibility table can be read off this file; unknown fields are dropped too.
+# Accepted and dropped (and reported): no upstream equivalent, and the answer is still right
+# without them. `ignore` spares OpenAI's defaults, which ask for nothing. Listed so the
+# compatibility table can be read off this file; unknown fields are dropped (and reported) too.
 _IGNORED: Final[Param[ChatContext]] = Param()
 
 # Order matters where one entry reads another's result: tools before tool choices, and the tool
@@ -317,13 +355,13 @@ PARAMS: Final[dict[str, Param[ChatContext]]] = {
     "prediction": Param(None, refuse("is not supported: Claude has no predicted outputs.")),
     "moderation": Param(None, refuse("is not supported: this gateway cannot run OpenAI moderation models.")),
     "seed": _IGNORED,
-    "presence_penalty": _IGNORED,
-    "frequency_penalty": _IGNORED,
-    "logit_bias": _IGNORED,
-    "store": _IGNORED,
-    "metadata": _IGNORED,
+    "presence_penalty": Param(None, ignore(harmless=_is_zero)),
+    "frequency_penalty": Param(None, ignore(harmless=_is_zero)),
+    "logit_bias": Param(None, ignore(harmless=_is_falsy)),
+    "store": Param(None, ignore(harmless=_is_false)),  # OpenAI's stored completions: nothing here
+    "metadata": Param(None, ignore(harmless=_is_falsy)),  # describes a stored completion
     # Claude has no length control: effort steers thinking and tool use, not the answer's length.
-    "verbosity": _IGNORED,
+    "verbosity": Param(None, ignore(harmless=_is_medium)),
     # Claude's cache is keyed by the exact prompt prefix alone; there is no routing key to set.
     "prompt_cache_key": _IGNORED,
 }

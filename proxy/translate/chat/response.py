@@ -2,7 +2,8 @@
 
 Pure functions over plain dicts, as parsed from the upstream JSON: no pydantic, no I/O.
 `finish_reason` and `to_openai_usage` are shared with the stream translator so both paths
-report the same values.
+report the same values. A `refusal` stop fills the message's `refusal` with Claude's explanation
+(`stop_details`), in the very words the Responses API's refusal part gets (`refusal_text`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from proxy.translate.responses.response import refusal_text
 from proxy.usage import Usage
 
 __all__ = [
@@ -136,7 +138,7 @@ def to_chat_completion(message: dict[str, Any], *, created: int, usage: Usage | 
     reply: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts else None,
-        "refusal": None,
+        "refusal": refusal_text(message.get("stop_details")) if message.get("stop_reason") == "refusal" else None,
     }
     if tool_calls:
         reply["tool_calls"] = tool_calls

@@ -16,7 +16,9 @@ Beyond design §4: a thinking block, once its `signature_delta` and `content_blo
 is sent whole in ``delta.thinking_blocks`` (a redacted one as soon as it starts), so a client can
 echo it back with its tool calls (README, "Thinking round trip"); a text block's web search
 citations become ``delta.annotations`` (`url_citation`, indexed in the streamed content) when it
-stops. `ChoiceStreams` interleaves n upstream streams (`n` > 1) as one client stream.
+stops; a `refusal` stop sends ``delta.refusal`` (Claude's explanation, as the non-streaming message's
+`refusal`) just before the finish chunk. `ChoiceStreams` interleaves n upstream streams (`n` > 1) as
+one client stream.
 
 Odd upstream data (a usage count that is a string or negative, a field missing or of the wrong
 type) is malformed upstream data: the stream ends with an error event, never a TypeError escaping
@@ -40,6 +42,7 @@ from proxy.translate.chat.response import (
     url_citation,
 )
 from proxy.translate.errors import from_error_event
+from proxy.translate.responses.response import refusal_text
 from proxy.usage import Usage, checked_usage, malformed
 
 __all__ = ["ChoiceStreams", "StreamTranslator"]
@@ -308,7 +311,8 @@ class StreamTranslator:
     def _message_delta(self, payload: dict[str, Any]) -> bytes:
         if not self._head:
             return b""
-        reason = finish_reason((payload.get("delta") or {}).get("stop_reason"))
+        delta = payload.get("delta") or {}
+        reason = finish_reason(delta.get("stop_reason"))
         self._finish_reason = reason
         self._complete = True
         # message_delta's counts are cumulative: they replace message_start's, and an absent
@@ -316,7 +320,11 @@ class StreamTranslator:
         usage = checked_usage(payload.get("usage"))
         if self._usage is not None:
             self._usage.update((key, value) for key, value in usage.items() if value is not None)
-        return self._head + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]}\n\n"
+        out = b""
+        if delta.get("stop_reason") == "refusal":
+            # The refusal delta, as OpenAI streams a refusal: Claude's explanation (stop_details).
+            out = self._head + orjson.dumps({"refusal": refusal_text(delta.get("stop_details"))}) + _TAIL
+        return out + self._head + b'{},"logprobs":null,"finish_reason":' + orjson.dumps(reason) + b"}]}\n\n"
 
     def _message_stop(self, payload: dict[str, Any]) -> bytes:
         return b""

@@ -22,12 +22,14 @@ from proxy.translate.checks import (
     required_type,
     unsupported_value,
 )
+from proxy.translate.params import Drop
 
 __all__ = [
     "IMAGE_MEDIA_TYPES",
     "THINKING_TYPES",
     "Block",
     "cached",
+    "detail_dropped",
     "document_block",
     "image_block",
     "part_type",
@@ -52,9 +54,10 @@ def plain_text(text: str) -> list[Block]:
     return [{"type": "text", "text": text}] if text and not text.isspace() else []
 
 
-def text_blocks(content: Any, path: str, parts: Mapping[str, str]) -> list[Block]:
+def text_blocks(content: Any, path: str, parts: Mapping[str, str], drop: Drop | None = None) -> list[Block]:
     """Text-only content: a string, or an array of parts whose `type` is a key of `parts` (the
-    value names the part's field holding the text: chat's ``{"text": "text", "refusal": "refusal"}``)."""
+    value names the part's field holding the text: chat's ``{"text": "text", "refusal": "refusal"}``).
+    `drop` records what a part asks for that is not sent as asked (see `cached`)."""
     if isinstance(content, str):
         return plain_text(content)
     if not isinstance(content, list):
@@ -68,7 +71,7 @@ def text_blocks(content: Any, path: str, parts: Mapping[str, str]) -> list[Block
             allowed = " or ".join(repr(name) for name in parts)
             unsupported_value(f"{part_path}.type", f"{kind!r} parts are not accepted here, only {allowed}.")
         text = plain_text(required_type(part, field, part_path, str, "a string"))
-        blocks.extend(cached(block, part, part_path) for block in text)
+        blocks.extend(cached(block, part, part_path, drop) for block in text)
     return blocks
 
 
@@ -101,6 +104,13 @@ def image_block(url: str, path: str) -> Block:
     if scheme.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
     unsupported_value(path, "an image URL must be an http(s) URL or a base64 data: URL.")
+
+
+def detail_dropped(detail: Any, path: str, drop: Drop) -> None:
+    """An image's OpenAI `detail` (at `path`) has no Messages API equivalent: Claude sees every
+    image at its own resolution. Anything but "auto", the default, is reported as dropped."""
+    if detail is not None and detail != "auto":
+        drop(path, "Claude has no image detail levels; the image is sent as it is")
 
 
 def document_block(url: str, path: str, *, title: str | None = None) -> Block:
@@ -165,9 +175,10 @@ def thinking_block(block: Any, path: str) -> Block:
 # Prompt cache breakpoints --------------------------------------------------------------------
 
 
-def cached(block: Block, part: dict[str, Any], path: str) -> Block:
+def cached(block: Block, part: dict[str, Any], path: str, drop: Drop | None = None) -> Block:
     """`block`, marked as a prompt cache breakpoint when the part carries OpenAI's
-    `prompt_cache_breakpoint`; `caching.place_cache_breakpoints` sets the TTL and keeps at most four."""
+    `prompt_cache_breakpoint`; `caching.place_cache_breakpoints` sets the TTL and keeps at most four.
+    A lifetime longer than Claude's longest is an adaptation, given to `drop` when there is one."""
     breakpoint_ = part.get("prompt_cache_breakpoint")
     if breakpoint_ is None:
         return block
@@ -184,6 +195,8 @@ def cached(block: Block, part: dict[str, Any], path: str) -> Block:
             invalid_value(f"{bp_path}.ttl", f"{ttl!r}. Supported values are: '30m' and '12h'.")
         # Anthropic's cache lives 5 minutes or 1 hour; a minimum lifetime of 30m or more needs 1h.
         cache_control["ttl"] = "1h"
+        if ttl == "12h" and drop is not None:
+            drop(f"{bp_path}.ttl", "'12h' is sent as Claude's longest cache lifetime, 1 hour")
     return {**block, "cache_control": cache_control}
 
 
@@ -209,9 +222,11 @@ def _arguments(arguments: str, path: str) -> dict[str, Any]:
     return value
 
 
-def tool_result_block(tool_use_id: str, content: Any, path: str, parts: Mapping[str, str]) -> Block:
+def tool_result_block(
+    tool_use_id: str, content: Any, path: str, parts: Mapping[str, str], drop: Drop | None = None
+) -> Block:
     """A tool_result block: `content` is absent (None), a string, or an array of text parts as
-    `text_blocks` reads them (`parts`); blank text leaves the result without content."""
+    `text_blocks` reads them (`parts`, `drop`); blank text leaves the result without content."""
     block: Block = {"type": "tool_result", "tool_use_id": tool_use_id}
     if content is None:
         return block
@@ -220,7 +235,7 @@ def tool_result_block(tool_use_id: str, content: Any, path: str, parts: Mapping[
         if content and not content.isspace():
             block["content"] = content
         return block
-    blocks = text_blocks(content, path, parts)
+    blocks = text_blocks(content, path, parts, drop)
     if blocks:
         block["content"] = blocks
     return block

@@ -25,6 +25,7 @@ def prompt_cache_retention(value: Any, name: str, context: ClaudeContext) -> Any
     # Claude's longest cache lifetime is 1 hour; "in_memory" is its default of 5 minutes.
     if value == "24h":
         context.cache_ttl = "1h"
+        context.drop(name, "'24h' is sent as Claude's longest cache lifetime, 1 hour")
     return OMIT
 
 

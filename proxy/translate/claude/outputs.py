@@ -36,8 +36,10 @@ _SUBSCHEMA_LISTS: Final = ("anyOf", "allOf", "oneOf", "prefixItems")
 _SUBSCHEMA_ONE: Final = ("items", "not", "additionalProperties", "contains")
 
 
-def json_object_instruction(context: ClaudeContext) -> None:
-    """JSON mode: the instruction to answer in one JSON object, appended to the system prompt."""
+def json_object_instruction(name: str, context: ClaudeContext) -> None:
+    """JSON mode: the instruction to answer in one JSON object, appended to the system prompt. An
+    adaptation, reported as such: `name` is the format parameter that asked for it."""
+    context.drop(name, "JSON mode is sent as an instruction to answer in JSON, which is not a guarantee")
     context.upstream.setdefault("system", []).append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
 
 

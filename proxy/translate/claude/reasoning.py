@@ -4,18 +4,26 @@
 `output_config.effort` and perhaps `max_tokens` itself): chat's `reasoning_effort` and the
 Responses API's `reasoning.effort` are the same values. It must run after the output token limit
 and the tool choice, which it checks (and may raise the gateway's default max_tokens).
+
+Which thinking: adaptive where the model has it (never a manual budget then: Opus 4.7 and later,
+Sonnet 5 and the 5.x Fable and Mythos refuse `budget_tokens`), else a manual budget where the model
+takes one (`enabled`), else effort alone. Which effort: the asked level if the model accepts it,
+else the nearest below (`accepted_efforts`: with thinking off, only `effort_without_thinking`).
+An effort other than the one asked, and thinking where `none` asked for none, are adaptations,
+recorded with `ClaudeContext.drop` (a 400 under strict_fields).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from proxy.models import EFFORT_LEVELS, EffortLevel
+from proxy.models import EFFORT_LEVELS, EffortLevel, ModelCaps
 from proxy.translate.checks import invalid_type, invalid_value, unsupported_value
+from proxy.translate.claude.tools import FORCED_CHOICES
 from proxy.translate.claude.turns import ends_in_prefill
 from proxy.translate.params import OMIT, ClaudeContext
 
-__all__ = ["EFFORTS", "apply_reasoning_effort"]
+__all__ = ["EFFORTS", "accepted_efforts", "apply_reasoning_effort", "thinking_off"]
 
 # OpenAI's reasoning effort (openai.types.shared.ReasoningEffort) → Claude's effort level.
 # "minimal" has no level of its own; "none" turns thinking off where the model allows it.
@@ -38,7 +46,7 @@ _BUDGET: Final[dict[str, int]] = {
     "max": 65536,
 }
 _MIN_BUDGET: Final = 1024
-_FORCED_CHOICES: Final = frozenset({"any", "tool"})
+_THINKING_OFF: Final = frozenset({"disabled", "between_tools"})  # no thinking before the answer
 
 
 def apply_reasoning_effort(
@@ -55,13 +63,7 @@ def apply_reasoning_effort(
     caps = context.caps
     upstream = context.upstream
     if value == "none":
-        if "disabled" in caps.thinking:
-            upstream["thinking"] = {"type": "disabled"}
-        elif "between_tools" in caps.thinking:
-            upstream["thinking"] = {"type": "between_tools"}  # no thinking before the answer
-        elif caps.effort:
-            # Thinking that cannot be turned off: the least of it the model allows.
-            upstream.setdefault("output_config", {})["effort"] = min(caps.effort, key=EFFORT_LEVELS.index)
+        _no_reasoning(name, context)
         return OMIT
     if "adaptive" in caps.thinking:
         if not caps.thinking_always_on:
@@ -72,9 +74,9 @@ def apply_reasoning_effort(
     elif not caps.effort:
         unsupported_value(name, f"the model {context.model!r} does not support reasoning.")
     if caps.effort:
-        upstream.setdefault("output_config", {})["effort"] = _nearest_effort(EFFORTS[value], caps.effort)
+        _set_effort(EFFORTS[value], name, context)
     if upstream.get("thinking", {}).get("type") in ("adaptive", "enabled"):
-        if upstream.get("tool_choice", {}).get("type") in _FORCED_CHOICES:
+        if upstream.get("tool_choice", {}).get("type") in FORCED_CHOICES:
             unsupported_value(
                 name, f"Claude cannot think while tool use is forced; use tool_choice 'auto' or drop {name}."
             )
@@ -85,6 +87,50 @@ def apply_reasoning_effort(
                 f"remove the trailing assistant message or {name}.",
             )
     return OMIT
+
+
+def _no_reasoning(name: str, context: ClaudeContext) -> None:
+    """`none`: thinking off where the model allows it; else (thinking that cannot be turned off)
+    the least effort the model accepts, an adaptation; else (a model without reasoning) nothing."""
+    caps = context.caps
+    if "disabled" in caps.thinking:
+        context.upstream["thinking"] = {"type": "disabled"}
+    elif "between_tools" in caps.thinking:
+        context.upstream["thinking"] = {"type": "between_tools"}  # no thinking before the answer
+    elif caps.effort:
+        lowest = min(caps.effort, key=EFFORT_LEVELS.index)
+        context.drop(name, f"the model {context.model!r} always thinks, so it is sent its lowest effort, {lowest!r}")
+        context.upstream.setdefault("output_config", {})["effort"] = lowest
+
+
+def thinking_off(upstream: dict[str, Any], caps: ModelCaps) -> bool:
+    """Whether the request as built runs without thinking: thinking disabled (or only between
+    tools), or no `thinking` sent to a model that can neither think adaptively nor take a budget."""
+    thinking = upstream.get("thinking")
+    if isinstance(thinking, dict):
+        return thinking.get("type") in _THINKING_OFF
+    return not caps.thinking & {"adaptive", "enabled"}
+
+
+def accepted_efforts(caps: ModelCaps, *, without_thinking: bool) -> frozenset[EffortLevel]:
+    """The effort levels the model accepts, with thinking on or off (Opus 5 takes only up to
+    `high` with thinking disabled: `ModelCaps.effort_without_thinking`)."""
+    if without_thinking and caps.effort_without_thinking is not None:
+        return caps.effort & caps.effort_without_thinking
+    return caps.effort
+
+
+def _set_effort(level: EffortLevel, name: str, context: ClaudeContext) -> None:
+    """`output_config.effort` for the asked `level`: the nearest level the model accepts as the
+    request stands; an other level than asked is recorded as an adaptation."""
+    accepted = accepted_efforts(context.caps, without_thinking=thinking_off(context.upstream, context.caps))
+    if not accepted:  # effort only with thinking, and thinking is off: leave it to the model's default
+        context.drop(name, f"the model {context.model!r} takes no effort level without thinking")
+        return
+    sent = _nearest_effort(level, accepted)
+    if sent != level:
+        context.drop(name, f"the model {context.model!r} has no effort {level!r}, so it is sent {sent!r}")
+    context.upstream.setdefault("output_config", {})["effort"] = sent
 
 
 def _nearest_effort(level: EffortLevel, accepted: frozenset[EffortLevel]) -> EffortLevel:

@@ -3,8 +3,9 @@ the output token limit, stop sequences, temperature and top_p, service tier, the
 
 Sampling: API version 2026-10-21 refuses temperature/top_p/top_k on every model, so they are
 validated (a bad value is still the client's error) but sent only when the model table lists
-them for the model. Dropping them silently is a documented adaptation: OpenAI clients send a
-temperature by default, and refusing would break nearly every one of them.
+them for the model. Dropping them is a documented adaptation, reported (`ClaudeContext.drop`):
+OpenAI clients send a temperature by default, and refusing would break nearly every one of them.
+A value of 1, the default on both sides, asks for nothing and is not reported.
 """
 
 from __future__ import annotations
@@ -57,20 +58,32 @@ def stop_sequences(value: Any, name: str, context: ClaudeContext) -> Any:
         # Upstream refuses blank stop sequences; they could never match anything useful anyway.
         if item and not item.isspace():
             sequences.append(item)
+        elif item:  # whitespace would stop OpenAI's answer at the first space; Claude's goes on
+            context.drop(name if isinstance(value, str) else f"{name}[{k}]", "Claude refuses a blank stop sequence")
     return sequences or OMIT
 
 
 def temperature(value: Any, name: str, context: ClaudeContext) -> Any:
     value = number(value, name, 0, 2)
     if "temperature" not in context.caps.sampling:
-        return OMIT
+        return _no_sampling(value, name, context)
     # OpenAI's range is 0 to 2, Anthropic's 0 to 1: clamp rather than rescale, so 0.7 means 0.7.
+    if value > 1:
+        context.drop(name, f"{value!r} is above Claude's range of 0 to 1 and is sent as 1")
     return min(value, 1.0)
 
 
 def top_p(value: Any, name: str, context: ClaudeContext) -> Any:
     value = number(value, name, 0, 1)
-    return value if "top_p" in context.caps.sampling else OMIT
+    return value if "top_p" in context.caps.sampling else _no_sampling(value, name, context)
+
+
+def _no_sampling(value: float, name: str, context: ClaudeContext) -> Any:
+    """A sampling field the model does not take (none does under API version 2026-10-21): dropped,
+    and reported unless it is 1, the default it gets anyway."""
+    if value != 1:
+        context.drop(name, f"the model {context.model!r} does not take {name}, so it is ignored by this gateway")
+    return OMIT
 
 
 def user_id(value: Any, name: str, context: ClaudeContext) -> Any:
@@ -105,4 +118,6 @@ def service_tier(value: Any, name: str, context: ClaudeContext) -> Any:
         )
     if value in ("priority", "fast") and context.caps.fast:
         context.upstream["speed"] = "fast"
+    if value == "flex":
+        context.drop(name, "Claude has no flex processing; the request is served at standard capacity")
     return tier

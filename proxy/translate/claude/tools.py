@@ -13,6 +13,7 @@ from proxy.translate.checks import boolean, invalid_type, invalid_value, missing
 from proxy.translate.params import OMIT, ClaudeContext
 
 __all__ = [
+    "FORCED_CHOICES",
     "TOOL_CHOICE_MODES",
     "approximate_location",
     "choose",
@@ -66,6 +67,8 @@ def function_tool(name: Any, description: Any, parameters: Any, strict: Any, pat
 # Tool choice -----------------------------------------------------------------------------------
 
 TOOL_CHOICE_MODES: Final = {"auto": "auto", "none": "none", "required": "any"}
+# Claude's tool choices that force a tool call.
+FORCED_CHOICES: Final = frozenset({"any", "tool"})
 
 
 def tool_choice_mode(mode: str, name: str, context: ClaudeContext) -> Any:
@@ -91,12 +94,21 @@ def named_tool_choice(function_name: Any, path: str, name: str, context: ClaudeC
 
 def choose(choice: dict[str, Any], name: str, context: ClaudeContext) -> Any:
     """`choice` when the request defines tools; without tools 'none' adds nothing (`OMIT`) and
-    any other choice is the client's error."""
-    if "tools" in context.upstream:
-        return choice
-    if choice["type"] == "none":
-        return OMIT  # without tools the model cannot call one anyway
-    invalid_value(name, f"'{name}' is only allowed when tools are specified.")
+    any other choice is the client's error. A forced choice (`any`, `tool`) on a model that refuses
+    forced tool use (`ModelCaps.forced_tool_choice`) is a 400 naming `name`."""
+    if "tools" not in context.upstream:
+        if choice["type"] == "none":
+            return OMIT  # without tools the model cannot call one anyway
+        invalid_value(name, f"'{name}' is only allowed when tools are specified.")
+    if choice["type"] in FORCED_CHOICES and not context.caps.forced_tool_choice:
+        # No faithful adaptation: `auto` (with or without an instruction to call a tool) lets the
+        # model answer in text, which a client that forces a call is not written to expect.
+        unsupported_value(
+            name,
+            f"the model {context.model!r} does not support forced tool use; use 'auto' "
+            "(the model may then answer without calling a tool) or a model that supports it.",
+        )
+    return choice
 
 
 def parallel_tool_calls(value: Any, name: str, context: ClaudeContext) -> Any:

@@ -204,3 +204,6 @@ class ResponsesRequest:
     input_items: list[dict[str, Any]]
     # The fields a Response object repeats from its request, with OpenAI's defaults.
     echo: dict[str, Any]
+    # Paths of the fields the client sent that did not reach the upstream as sent (ignored or
+    # adapted), list positions left out, in body order: `params.dropped_fields`.
+    dropped: tuple[str, ...] = ()

@@ -8,7 +8,8 @@ turn of `tool_use` blocks, and the `function_call_output` items after them one u
 
 Every item may carry an `id` and a `status` (clients replay output items as they got them); both
 are accepted and have no Claude equivalent. Paths in errors are the client's: ``input[3].content[0]``
-for this request's items, ``previous_response_id[3]…`` for a stored item.
+for this request's items, ``previous_response_id[3]…`` for a stored item; so are the paths given to
+`drop` (`ClaudeContext.drop`) for what a part asks that Claude cannot do as asked (an image `detail`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from proxy.translate.checks import (
 from proxy.translate.claude.blocks import (
     Block,
     cached,
+    detail_dropped,
     document_block,
     image_block,
     part_type,
@@ -39,6 +41,7 @@ from proxy.translate.claude.blocks import (
     tool_use_block,
 )
 from proxy.translate.claude.turns import Conversation
+from proxy.translate.params import Drop
 from proxy.translate.responses.common import CUSTOM_TOOL_INPUT, claude_call_id, open_reasoning
 from proxy.translate.responses.tools import ToolSet
 
@@ -60,6 +63,7 @@ class Input:
     conversation: Conversation
     tools: ToolSet
     stored: Mapping[str, dict[str, Any]]  # the items item_reference may name, by id
+    drop: Drop  # records the fields not sent as the client sent them
 
 
 def convert_input(
@@ -73,6 +77,7 @@ def convert_input(
     prefill: bool,
     max_messages: int,
     max_content_blocks: int,
+    drop: Drop | None = None,
 ) -> tuple[list[Block], list[dict[str, Any]], list[dict[str, Any]]]:
     """The `system` blocks, the `messages` turns and this request's own items (a string input as
     one user message item, item references replaced by what they name) for the client's `input`.
@@ -80,7 +85,7 @@ def convert_input(
     `instructions` lead the system prompt; `history` (the stored input and output items of the
     previous response) comes before the input; `references` are the client key's stored items that
     the input's item references name (the pipeline looks them up), beside the history's own items;
-    `tools` names the tools replayed calls refer to.
+    `tools` names the tools replayed calls refer to; `drop` records the fields not sent as sent.
     `max_messages` bounds the items, history included; `max_content_blocks` their content.
     """
     if value is None:
@@ -100,14 +105,20 @@ def convert_input(
         for item in history
         if isinstance(item, dict) and isinstance(item.get("id"), str) and _kind(item, "") != "item_reference"
     )
-    state = Input(conversation, tools, stored)
+    # What the stored items dropped was reported (or refused) with the request that sent them.
+    state = Input(conversation, tools, stored, _unrecorded)
     for k, item in enumerate(history):
         _item(item, f"{HISTORY_PATH}[{k}]", state)
+    state.drop = drop if drop is not None else _unrecorded
     own = []
     for k, item in enumerate(items):
         own.append(_item(item, f"input[{k}]", state))
     system, messages = conversation.finish(model=model, prefill=prefill)
     return system, messages, own
+
+
+def _unrecorded(path: str, why: str) -> None:
+    """The `drop` of a caller that does not ask what was dropped."""
 
 
 def _item(item: Any, path: str, state: Input) -> dict[str, Any]:
@@ -162,23 +173,23 @@ def _message(item: dict[str, Any], path: str, state: Input) -> None:
     conversation = state.conversation
     conversation.count(content, content_path)
     if role in ("system", "developer"):
-        conversation.system(text_blocks(content, content_path, _SYSTEM_PARTS))
+        conversation.system(text_blocks(content, content_path, _SYSTEM_PARTS, state.drop))
     elif role == "user":
-        conversation.user(_user_content(content, content_path), path)
+        conversation.user(_user_content(content, content_path, state.drop), path)
     elif role == "assistant":
         # Annotations (citations) and logprobs on replayed output text have no Claude equivalent.
-        conversation.assistant(text_blocks(content, content_path, _ASSISTANT_PARTS), path)
+        conversation.assistant(text_blocks(content, content_path, _ASSISTANT_PARTS, state.drop), path)
     else:
         invalid_value(f"{path}.role", f"{role!r}. Supported values are: 'user', 'assistant', 'system' and 'developer'.")
 
 
-def _user_content(content: Any, path: str) -> list[Block]:
+def _user_content(content: Any, path: str, drop: Drop) -> list[Block]:
     if isinstance(content, str):
         blocks = plain_text(content)
     elif isinstance(content, list):
         blocks = []
         for j, part in enumerate(content):
-            block = _input_part(part, f"{path}[{j}]")
+            block = _input_part(part, f"{path}[{j}]", drop)
             if block is not None:
                 blocks.append(block)
     else:
@@ -188,7 +199,7 @@ def _user_content(content: Any, path: str) -> list[Block]:
     return blocks
 
 
-def _input_part(part: Any, path: str) -> Block | None:
+def _input_part(part: Any, path: str, drop: Drop) -> Block | None:
     """An input_text, input_image or input_file part → a block (None for blank text)."""
     kind = part_type(part, path)
     convert = _INPUT_PARTS.get(kind)
@@ -196,8 +207,10 @@ def _input_part(part: Any, path: str) -> Block | None:
         unsupported_value(
             f"{path}.type", f"unknown content part type {kind!r}; supported: 'input_text', 'input_image', 'input_file'."
         )
+    if kind == "input_image":
+        detail_dropped(part.get("detail"), f"{path}.detail", drop)
     block = convert(part, path)
-    return None if block is None else cached(block, part, path)
+    return None if block is None else cached(block, part, path, drop)
 
 
 def _input_text(part: dict[str, Any], path: str) -> Block | None:
@@ -206,7 +219,6 @@ def _input_text(part: dict[str, Any], path: str) -> Block | None:
 
 
 def _input_image(part: dict[str, Any], path: str) -> Block:
-    # `detail` has no Messages API equivalent and is dropped.
     url = part.get("image_url")
     if url is None:
         if part.get("file_id") is not None:
@@ -297,14 +309,14 @@ def _tool_output(item: dict[str, Any], path: str, state: Input) -> None:
     if isinstance(output, list):
         blocks = []
         for j, part in enumerate(output):
-            block = _input_part(part, f"{output_path}[{j}]")
+            block = _input_part(part, f"{output_path}[{j}]", state.drop)
             if block is not None:
                 blocks.append(block)
         result: Block = {"type": "tool_result", "tool_use_id": tool_use_id}
         if blocks:
             result["content"] = blocks
     elif isinstance(output, str):
-        result = tool_result_block(tool_use_id, output, output_path, _TEXT_ONLY)
+        result = tool_result_block(tool_use_id, output, output_path, _TEXT_ONLY, state.drop)
     else:
         invalid_type(output_path, "a string or an array of content parts", output)
     state.conversation.tool_results([result], path)

@@ -6,10 +6,11 @@
 engine (`proxy.translate.params.apply_params`); names may be dotted (``reasoning.effort``).
 Adding a Responses field is one entry here plus one fixture in tests/fixtures/responses/request/.
 
-JSON null means "not given", as in the OpenAI API. Fields not in the table are ignored. The
-pipeline resolves `previous_response_id` and passes the stored items as `history`; this module
-only checks and echoes the id. `instructions` are not inherited from the previous response, as
-OpenAI defines it.
+JSON null means "not given", as in the OpenAI API. Fields not in the table are ignored, and like
+every field ignored or adapted they are named in `ResponsesRequest.dropped` (or, with `strict`, a
+400; see `params.ClaudeContext.drop`). The pipeline resolves `previous_response_id` and passes
+the stored items as `history`; this module only checks and echoes the id. `instructions` are not
+inherited from the previous response, as OpenAI defines it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from proxy.translate.claude.reasoning import apply_reasoning_effort
 from proxy.translate.claude.sampling import default_max_tokens, max_tokens, service_tier, temperature, top_p, user_id
 from proxy.translate.claude.tools import choose, named_tool_choice, parallel_tool_calls, tool_choice_mode
 from proxy.translate.claude.turns import DEFAULT_MAX_CONTENT_BLOCKS, DEFAULT_MAX_MESSAGES
-from proxy.translate.params import DEFAULT_MAX_TOOLS, OMIT, ClaudeContext, Param, apply_params, refuse
+from proxy.translate.params import (
+    DEFAULT_MAX_TOOLS,
+    OMIT,
+    ClaudeContext,
+    Param,
+    apply_params,
+    dropped_fields,
+    refuse,
+)
 from proxy.translate.responses.common import ResponsesRequest
 from proxy.translate.responses.input import convert_input
 from proxy.translate.responses.tools import WEB_SEARCH_NAME, ToolSet, convert_tools
@@ -44,6 +53,8 @@ from proxy.translate.responses.tools import WEB_SEARCH_NAME, ToolSet, convert_to
 __all__ = ["PARAMS", "ResponsesContext", "to_messages_request"]
 
 ENCRYPTED_REASONING: Final = "reasoning.encrypted_content"
+# The fields the translator converts before the table.
+CORE: Final = frozenset({"model", "tools", "instructions", "input"})
 
 
 @dataclass(slots=True)
@@ -65,6 +76,7 @@ def to_messages_request(
     max_messages: int = DEFAULT_MAX_MESSAGES,
     max_content_blocks: int = DEFAULT_MAX_CONTENT_BLOCKS,
     max_tools: int = DEFAULT_MAX_TOOLS,
+    strict: bool = False,
 ) -> ResponsesRequest:
     """The Messages API request for a Responses request `body`.
 
@@ -73,13 +85,14 @@ def to_messages_request(
     input's `item_reference`s name, by id (looked up likewise). `auto_cache` marks the stable prefix
     for Anthropic's prompt cache. The `max_` limits bound what a request may hold: input items
     (history included), content parts in all of them, and tool definitions (each member of a
-    namespace counts). The work done is linear in the body.
+    namespace counts). `strict` (the strict_fields setting) makes a field that would be ignored or
+    adapted a 400 naming it. The work done is linear in the body.
     """
     requested = requested_model(body)
     model = table.resolve(requested)
     caps = table.capabilities(model)
     upstream: dict[str, Any] = {"model": model}
-    context = ResponsesContext(model=model, caps=caps, upstream=upstream, max_tools=max_tools)
+    context = ResponsesContext(model=model, caps=caps, upstream=upstream, max_tools=max_tools, strict=strict)
     context.tools = convert_tools(body.get("tools"), "tools", context)
     if body.get("input") is None and not history:
         missing("input")
@@ -93,13 +106,14 @@ def to_messages_request(
         prefill=caps.prefill,
         max_messages=max_messages,
         max_content_blocks=max_content_blocks,
+        drop=context.drop,
     )
     upstream["messages"] = messages
     if system:
         upstream["system"] = system
     if context.tools.tools:
         upstream["tools"] = context.tools.tools
-    apply_params(PARAMS, body, context)
+    apply_params(PARAMS, body, context, core=CORE)
     place_cache_breakpoints(context, auto=auto_cache and context.cache_implicit)
     return ResponsesRequest(
         upstream=upstream,
@@ -111,6 +125,7 @@ def to_messages_request(
         tool_names=context.tools.names(),
         input_items=own_items,
         echo=_echo(body, context),
+        dropped=dropped_fields(context.dropped, body),
     )
 
 
@@ -232,7 +247,7 @@ def _text_format(value: Any, name: str, context: ResponsesContext) -> Any:
     if kind == "text":
         return OMIT
     if kind == "json_object":
-        json_object_instruction(context)
+        json_object_instruction(name, context)
         return OMIT
     if kind == "json_schema":
         # The Responses API's format is flat: `schema` sits beside `type` (chat nests it). `name`
@@ -267,6 +282,15 @@ def _one_of(*values: str) -> Any:
 
 _SUMMARIES: Final = ("auto", "concise", "detailed")
 _check_summary = _one_of(*_SUMMARIES)
+_check_verbosity = _one_of("low", "medium", "high")
+
+
+def _verbosity(value: Any, name: str, context: ResponsesContext) -> Any:
+    # Claude has no length control: effort steers thinking and tool use, not the answer's length.
+    _check_verbosity(value, name, context)
+    if value != "medium":  # OpenAI's default asks for nothing
+        context.drop(name)
+    return OMIT
 
 
 def _reasoning_effort(value: Any, name: str, context: ResponsesContext) -> Any:
@@ -284,6 +308,10 @@ def _reasoning_summary(value: Any, name: str, context: ResponsesContext) -> Any:
         thinking["display"] = "summarized"
     elif thinking is None and context.caps.thinking_always_on:
         upstream["thinking"] = {"type": "adaptive", "display": "summarized"}
+    elif thinking is None:
+        # No reasoning effort: OpenAI's reasoning models think (and summarize) by default, Claude
+        # does not think unless asked, so there is nothing to summarize.
+        context.drop(name, "Claude does not think without a reasoning.effort, so there is no summary to show")
     return OMIT
 
 
@@ -346,6 +374,14 @@ def _string(value: Any, name: str, context: ResponsesContext) -> Any:
     return OMIT
 
 
+def _stream_options(value: Any, name: str, context: ResponsesContext) -> Any:
+    if not isinstance(value, dict):
+        invalid_type(name, "an object", value)
+    if value.get("include_obfuscation") is True:
+        context.drop(f"{name}.include_obfuscation", "this gateway's events carry no obfuscation")
+    return OMIT
+
+
 def _is_false(value: Any) -> bool:
     return value is False
 
@@ -372,7 +408,7 @@ PARAMS: Final[dict[str, Param[ResponsesContext]]] = {
     "parallel_tool_calls": Param("tool_choice", parallel_tool_calls),
     "max_tool_calls": Param(None, _max_tool_calls),
     "text.format": Param(None, _text_format),
-    "text.verbosity": Param(None, _one_of("low", "medium", "high")),  # Claude has no length control
+    "text.verbosity": Param(None, _verbosity),
     "reasoning.effort": Param(None, _reasoning_effort),
     "reasoning.summary": Param(None, _reasoning_summary),
     "reasoning.generate_summary": Param(None, _reasoning_summary, yields_to="reasoning.summary"),  # deprecated name
@@ -401,7 +437,7 @@ PARAMS: Final[dict[str, Param[ResponsesContext]]] = {
     # Claude's cache is keyed by the exact prompt prefix alone; there is no routing key to set.
     "prompt_cache_key": _IGNORED,
     "client_metadata": _IGNORED,  # Codex's own telemetry
-    "stream_options": _IGNORED,  # include_obfuscation: the gateway's events carry no obfuscation
+    "stream_options": Param(None, _stream_options),
 }
 
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from proxy.translate.checks import boolean, check_length, invalid_type, invalid_value, missing, unsupported_value
 from proxy.translate.claude.tools import approximate_location, function_tool, tool_name, web_search_tool
-from proxy.translate.params import ClaudeContext
+from proxy.translate.params import ClaudeContext, Drop
 from proxy.translate.responses.common import CUSTOM_TOOL_INPUT, ToolName, ToolNames
 
 __all__ = ["MAX_TOOL_NAME_LENGTH", "ToolSet", "claude_tool_name", "convert_tools"]
@@ -115,10 +115,10 @@ def convert_tools(value: Any, name: str, context: ClaudeContext) -> ToolSet:
             converted[k] = [_web_search(tool, f"{name}[{k}]", tool_set, context)]
     for k, (tool, kind) in enumerate(zip(value, kinds, strict=True)):
         if kind in ("function", "custom"):
-            converted[k] = [_member(tool, kind, f"{name}[{k}]", None, tool_set)]
+            converted[k] = [_member(tool, kind, f"{name}[{k}]", None, tool_set, context.drop)]
     for k, (tool, kind) in enumerate(zip(value, kinds, strict=True)):
         if kind == "namespace":
-            converted[k] = _namespace(tool, f"{name}[{k}]", tool_set)
+            converted[k] = _namespace(tool, f"{name}[{k}]", tool_set, context.drop)
     for k, kind in enumerate(kinds):
         if converted[k] is None:
             unsupported_value(
@@ -149,7 +149,7 @@ def _members(tool: dict[str, Any]) -> int:
 
 
 def _member(
-    tool: dict[str, Any], kind: str, path: str, namespace: dict[str, Any] | None, tool_set: ToolSet
+    tool: dict[str, Any], kind: str, path: str, namespace: dict[str, Any] | None, tool_set: ToolSet, drop: Drop
 ) -> dict[str, Any]:
     """A function or custom tool, at the top level or inside `namespace` (already checked)."""
     name = tool_name(tool.get("name"), f"{path}.name")
@@ -158,7 +158,7 @@ def _member(
     if kind == "function":
         claude = function_tool(name, tool.get("description"), tool.get("parameters"), tool.get("strict"), path)
     else:
-        claude = _custom_tool(tool, name, path)
+        claude = _custom_tool(tool, name, path, drop)
     claude["name"] = tool_set._name(kind, name, None if namespace is None else namespace["name"], f"{path}.name")
     if namespace is not None:
         group = f"This tool belongs to the tool group {namespace['name']!r}"
@@ -168,7 +168,7 @@ def _member(
     return claude
 
 
-def _namespace(tool: dict[str, Any], path: str, tool_set: ToolSet) -> list[dict[str, Any]]:
+def _namespace(tool: dict[str, Any], path: str, tool_set: ToolSet, drop: Drop) -> list[dict[str, Any]]:
     namespace = tool_name(tool.get("name"), f"{path}.name")
     description = tool.get("description")
     if description is not None and not isinstance(description, str):
@@ -185,18 +185,22 @@ def _namespace(tool: dict[str, Any], path: str, tool_set: ToolSet) -> list[dict[
         kind = _kind(member, member_path)
         if kind not in ("function", "custom"):
             unsupported_value(f"{member_path}.type", f"{kind!r}; a namespace holds 'function' and 'custom' tools.")
-        converted.append(_member(member, kind, member_path, group, tool_set))
+        converted.append(_member(member, kind, member_path, group, tool_set, drop))
     return converted
 
 
 # Custom tools ------------------------------------------------------------------------------------
 
 
-def _custom_tool(tool: dict[str, Any], name: str, path: str) -> dict[str, Any]:
+def _custom_tool(tool: dict[str, Any], name: str, path: str, drop: Drop) -> dict[str, Any]:
     description = tool.get("description")
     if description is not None and not isinstance(description, str):
         invalid_type(f"{path}.description", "a string", description)
-    note = _format_note(tool.get("format"), f"{path}.format")
+    form = tool.get("format")
+    note = _format_note(form, f"{path}.format")
+    if isinstance(form, dict) and form.get("type") == "grammar":
+        # Claude has no constrained decoding for free text: the grammar is described, not enforced.
+        drop(f"{path}.format", "the grammar is given to Claude as an instruction and is not enforced")
     return {
         "name": name,
         "description": f"{description}\n\n{note}" if description else note,
@@ -257,6 +261,12 @@ def _web_search(tool: dict[str, Any], path: str, tool_set: ToolSet, context: Cla
         boolean(external, f"{path}.external_web_access")
     # search_context_size, search_content_types and external_web_access (OpenAI's cached index
     # instead of live pages) have no equivalent: Claude's search always reads the live web.
+    if size not in (None, "medium"):
+        context.drop(
+            f"{path}.search_context_size", "Claude's web search has no context size, so it is ignored by this gateway"
+        )
+    if external is False:
+        context.drop(f"{path}.external_web_access", "Claude's web search always reads the live web")
     filters = tool.get("filters")
     if filters is not None:
         if not isinstance(filters, dict):
