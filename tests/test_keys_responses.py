@@ -1,21 +1,26 @@
 """Stored Responses (``store: true``) in the key store, against both stores: round trip, scoping to
-the owning key, delete, expiry, the size bound, the SQLite purge bound, failures as StoreError, and
-the ``responses`` settings."""
+the owning key, delete, expiry, the size bound, the SQLite purge bound, SQLite's write-behind
+(readable at once, batched, bounded, retried, flushed on close), failures as StoreError, and the
+``responses`` settings."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from proxy.config import ConfigError, load_settings
 from proxy.keys import KeyService, open_store
+from proxy.keys import sqlite_store as sqlite_store_module
 from proxy.keys.responses import DEFAULT_MAX_STORED_BYTES, DEFAULT_RETENTION, StoredResponses
 from proxy.keys.sqlite_store import (
     _DELETE_RESPONSE,
@@ -55,10 +60,12 @@ async def stored(url: str, max_bytes: int = DEFAULT_MAX_STORED_BYTES) -> AsyncIt
 
 
 @asynccontextmanager
-async def sqlite_responses(path: str, clock: Clock, max_bytes: int = 1024) -> AsyncIterator[SQLiteResponses]:
+async def sqlite_responses(
+    path: str, clock: Clock | None = None, max_bytes: int = 1024, **options: Any
+) -> AsyncIterator[SQLiteResponses]:
     store = SQLiteStore(path)
     try:
-        yield SQLiteResponses(store, max_bytes, clock=clock)
+        yield SQLiteResponses(store, max_bytes, clock=clock or Clock(), **options)
     finally:
         await store.aclose()
 
@@ -68,6 +75,28 @@ def row_count(path: str) -> int:
         count: int = conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     conn.close()
     return count
+
+
+class WriteCounter:
+    """Wraps a SQLite store's worker-thread calls: counts the writes, can make them fail, and can
+    hold them until ``gate`` is set."""
+
+    def __init__(self, store: SQLiteStore, failures: int = 0, gate: asyncio.Event | None = None) -> None:
+        self.writes = 0
+        self.failures = failures
+        self.gate = gate
+        self._run = store._run
+        store._run = self  # type: ignore[method-assign]
+
+    async def __call__(self, write: bool, fn: Callable[[Any], Any]) -> Any:
+        if write:
+            self.writes += 1
+            if self.failures > 0:
+                self.failures -= 1
+                raise StoreError("disk I/O error (injected)")
+            if self.gate is not None:
+                await self.gate.wait()
+        return await self._run(write, fn)
 
 
 # --- both stores ---------------------------------------------------------------------------------
@@ -143,7 +172,12 @@ async def test_key_services_on_one_store_share_stored_responses(store_url: str) 
     second = await KeyService.open(store_url, refresh_interval=0.05, flush_interval=0.05)
     try:
         await first.responses.put("team-a", "resp_1", RECORD, ttl=first.response_retention)
-        assert await second.responses.get("team-a", "resp_1") == RECORD
+
+        async def seen() -> bool:  # SQLite: once the first one's write-behind reaches the file
+            return await second.responses.get("team-a", "resp_1") == RECORD
+
+        found: bool = await eventually_async(seen, within=5, what="the second service reads the first one's put")
+        assert found
     finally:
         await first.aclose()
         await second.aclose()
@@ -172,26 +206,150 @@ async def test_sqlite_hides_an_expired_response_before_it_is_purged(sqlite_store
     clock = Clock()
     async with sqlite_responses(sqlite_store, clock) as responses:
         await responses.put("team-a", "resp_1", RECORD, ttl=60)
+        await responses.flush()
         clock.now += 60
         assert await responses.get("team-a", "resp_1") is None
         assert await responses.delete("team-a", "resp_1") is False
     assert row_count(sqlite_store) == 1  # still there: only later puts purge
 
 
-async def test_sqlite_puts_purge_expired_responses_in_bounded_batches(sqlite_store: str) -> None:
+async def test_sqlite_writes_purge_expired_responses_in_bounded_batches(sqlite_store: str) -> None:
+    # Each flush removes up to PURGE_BATCH expired rows more than it adds, so the backlog shrinks.
     clock = Clock()
     expired = 2 * PURGE_BATCH + 10
-    async with sqlite_responses(sqlite_store, clock) as responses:
+    async with sqlite_responses(sqlite_store, clock, flush_delay=60, purge_interval=0) as responses:
         for i in range(expired):
             await responses.put("team-a", f"resp_old_{i}", b"old", ttl=60)
+        await responses.flush()
         clock.now += 61
         await responses.put("team-a", "resp_new_0", b"new", ttl=60)
-        assert row_count(sqlite_store) == expired - PURGE_BATCH + 1
+        await responses.flush()
+        assert row_count(sqlite_store) == expired - (PURGE_BATCH + 1) + 1
         await responses.put("team-a", "resp_new_1", b"new", ttl=60)
-        assert row_count(sqlite_store) == expired - 2 * PURGE_BATCH + 2
         await responses.put("team-a", "resp_new_2", b"new", ttl=60)
-        assert row_count(sqlite_store) == 3  # the backlog is gone; the live rows stay
+        await responses.flush()
+        assert row_count(sqlite_store) == expired - (PURGE_BATCH + 1) - (PURGE_BATCH + 2) + 3
+        await responses.put("team-a", "resp_new_3", b"new", ttl=60)
+        await responses.flush()
+        assert row_count(sqlite_store) == 4  # the backlog is gone; the live rows stay
         assert await responses.get("team-a", "resp_new_0") == b"new"
+
+
+async def test_sqlite_purges_at_most_once_per_interval(sqlite_store: str) -> None:
+    clock = Clock()
+    async with sqlite_responses(sqlite_store, clock, flush_delay=60, purge_interval=3600) as responses:
+        await responses.put("team-a", "resp_old", b"old", ttl=60)
+        await responses.flush()  # the first flush purges (nothing yet)
+        clock.now += 61
+        await responses.put("team-a", "resp_new", b"new", ttl=60)
+        await responses.flush()
+        assert row_count(sqlite_store) == 2  # expired, hidden, and left to the next purge
+        assert await responses.get("team-a", "resp_old") is None
+
+
+async def test_sqlite_put_is_readable_at_once_and_reaches_the_file_soon_after(sqlite_store: str) -> None:
+    async with sqlite_responses(sqlite_store, flush_delay=0.01) as responses:
+        await responses.put("team-a", "resp_0", RECORD, ttl=DAY)
+        await responses.flush()  # creates the file and the table
+        await responses.put("team-a", "resp_1", RECORD, ttl=DAY)
+        assert row_count(sqlite_store) == 1  # not written yet: nothing has yielded to the flusher
+        assert await responses.get("team-a", "resp_1") == RECORD
+        await eventually_async(lambda: row_count(sqlite_store) == 2, within=5, what="the put is written behind")
+        assert responses.pending_bytes == 0
+        assert await responses.get("team-a", "resp_1") == RECORD
+
+
+async def test_sqlite_writes_a_burst_of_puts_in_one_transaction(sqlite_store: str) -> None:
+    async with sqlite_responses(sqlite_store, flush_delay=0.05) as responses:
+        writes = WriteCounter(responses._store)
+        await asyncio.gather(*(responses.put("team-a", f"resp_{i}", RECORD, ttl=DAY) for i in range(100)))
+        await eventually_async(lambda: writes.writes > 0, within=5, what="the burst is written")
+        await responses.flush()  # waits for that write; nothing is left to write
+        assert writes.writes == 1
+        assert row_count(sqlite_store) == 100
+
+
+async def test_sqlite_hides_an_expired_put_still_in_memory(sqlite_store: str) -> None:
+    clock = Clock()
+    async with sqlite_responses(sqlite_store, clock, flush_delay=60) as responses:
+        await responses.put("team-a", "resp_1", b"first", ttl=DAY)
+        await responses.flush()
+        await responses.put("team-a", "resp_1", b"second", ttl=60)  # replaces it, still in memory
+        clock.now += 60
+        assert await responses.get("team-a", "resp_1") is None  # the newest put decides
+        assert await responses.delete("team-a", "resp_1") is False
+
+
+async def test_sqlite_get_and_delete_while_a_flush_writes_the_record(sqlite_store: str) -> None:
+    async with sqlite_responses(sqlite_store, flush_delay=60) as responses:
+        await responses.put("team-a", "resp_0", RECORD, ttl=DAY)
+        await responses.flush()  # creates the file and the table
+        gate = asyncio.Event()
+        writes = WriteCounter(responses._store, gate=gate)
+        await responses.put("team-a", "resp_1", RECORD, ttl=DAY)
+        flushing = asyncio.create_task(responses.flush())
+        await eventually_async(lambda: writes.writes == 1, within=5, what="the flush holds the batch")
+        assert await responses.get("team-a", "resp_1") == RECORD  # neither pending nor in the file yet
+        deleting = asyncio.create_task(responses.delete("team-a", "resp_1"))
+        await asyncio.sleep(0.01)  # let a delete that did not wait for the flush run first
+        gate.set()
+        await flushing
+        assert await deleting is True
+        assert await responses.get("team-a", "resp_1") is None
+        assert row_count(sqlite_store) == 1  # resp_0 alone
+
+
+async def test_sqlite_put_past_the_pending_bound_waits_for_a_flush(sqlite_store: str) -> None:
+    async with sqlite_responses(sqlite_store, max_bytes=1024, flush_delay=60, max_pending_bytes=1024) as responses:
+        await responses.put("team-a", "resp_1", b"x" * 600, ttl=DAY)
+        assert responses.pending_bytes == 600
+        await responses.put("team-a", "resp_2", b"x" * 600, ttl=DAY)  # 1,200 > 1,024: resp_1 goes first
+        assert responses.pending_bytes == 600
+        assert row_count(sqlite_store) == 1
+        assert await responses.get("team-a", "resp_2") == b"x" * 600
+
+
+async def test_sqlite_put_past_the_bound_fails_when_the_file_refuses_writes(sqlite_store: str) -> None:
+    async with sqlite_responses(sqlite_store, max_bytes=1024, flush_delay=60, max_pending_bytes=1024) as responses:
+        WriteCounter(responses._store, failures=1)
+        await responses.put("team-a", "resp_1", b"x" * 600, ttl=DAY)
+        with pytest.raises(StoreError, match="injected"):
+            await responses.put("team-a", "resp_2", b"x" * 600, ttl=DAY)
+        assert await responses.get("team-a", "resp_1") == b"x" * 600  # kept for the next attempt
+        assert await responses.get("team-a", "resp_2") is None
+    assert row_count(sqlite_store) == 1  # written on close
+
+
+async def test_sqlite_failed_flush_keeps_the_puts_logs_once_and_retries(
+    sqlite_store: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sqlite_store_module, "RETRY_DELAY", 0.01)
+    caplog.set_level(logging.INFO, logger="proxy.keys")
+    async with sqlite_responses(sqlite_store, flush_delay=0.01) as responses:
+        writes = WriteCounter(responses._store, failures=3)
+        await responses.put("team-a", "resp_1", RECORD, ttl=DAY)
+        await eventually_async(lambda: writes.writes >= 4, within=5, what="three retries")
+        assert await responses.get("team-a", "resp_1") == RECORD
+        await responses.flush()  # waits for the fourth write; nothing is left to write
+        assert writes.writes == 4
+        assert row_count(sqlite_store) == 1
+
+        def messages() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "proxy.keys"]
+
+        await eventually_async(lambda: any("again" in m for m in messages()), within=5, what="the recovery is logged")
+    warned = [m for m in messages() if "cannot write 1 stored responses" in m and "will retry" in m]
+    assert warned == messages()[:1]  # once, not once per attempt
+
+
+async def test_closing_a_sqlite_store_writes_the_pending_puts(sqlite_store: str) -> None:
+    store = SQLiteStore(sqlite_store)
+    responses = SQLiteResponses(store, 1024, flush_delay=60)
+    await responses.put("team-a", "resp_1", RECORD, ttl=DAY)
+    await store.aclose()
+    assert row_count(sqlite_store) == 1
+    with pytest.raises(StoreError, match="closed"):
+        await responses.put("team-a", "resp_2", RECORD, ttl=DAY)
 
 
 @pytest.mark.parametrize(

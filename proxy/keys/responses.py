@@ -5,8 +5,14 @@ A record is opaque bytes (the caller's JSON: input items, output items, the resp
 in the key store the gateway already uses, so replicas sharing Redis share stored responses. Each
 record belongs to the client key that made it: another key's id reads exactly as an unknown one.
 Records expire after the ``ttl`` given to ``put`` (Redis by its own TTL; SQLite hides expired rows
-and purges them a bounded batch at a time on later puts). A failure of the store raises
+and purges them a bounded batch at a time on later writes). A failure of the store raises
 ``proxy.keys.store.StoreError``; the caller maps it to a client error, never a 500.
+
+When ``put`` returns, ``get`` and ``delete`` through the same object see the record: the caller
+stores a response before its closing bytes go out, so a client that continues at once finds it.
+Redis writes through (replicas share it); SQLite, served by one process, writes behind: puts wait in
+memory a few milliseconds and go to the file in batches (see ``SQLiteResponses`` for what a crash
+loses), and ``flush`` writes them at once.
 
 The implementations live beside their stores (``SQLiteResponses`` in ``sqlite_store.py``,
 ``RedisResponses`` in ``redis_store.py``): each uses its store's connection machinery.
@@ -48,3 +54,6 @@ class StoredResponses(abc.ABC):
     @abc.abstractmethod
     async def delete(self, owner: str, response_id: str) -> bool:
         """Forgets the record. False when this owner has no live record of that id."""
+
+    async def flush(self) -> None:  # noqa: B027  # a hook, empty where puts write through
+        """Writes any puts still held in memory to the store."""

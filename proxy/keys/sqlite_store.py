@@ -2,7 +2,7 @@
 
 Blocking calls run in a worker thread (``asyncio.to_thread``) behind one lock, so the event loop
 never waits on the disk; the gateway touches the file only to refresh its key cache (a one-row
-version read per second) and to write the usage ledger in the background.
+version read per second) and to write the usage ledger and stored responses in the background.
 
 Rate windows and budget reservations live in this process's memory, so limits hold for one gateway
 process per file: two processes on one file would each admit up to a key's whole rpm, tpm and budget
@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
+import logging
+import math
 import os
 import sqlite3
 import threading
@@ -24,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from proxy.keys.limits import Budgets, MemoryBudgets
 from proxy.keys.records import ClientKeyRecord
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from limits.aio.storage import Storage
 
 T = TypeVar("T")
+
+log = logging.getLogger("proxy.keys")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -72,17 +77,27 @@ CREATE INDEX IF NOT EXISTS usage_by_day ON usage (day);
 CREATE TABLE IF NOT EXISTS responses (  -- stored Responses (proxy.keys.responses); a rowid table: records are large
     owner      TEXT NOT NULL,  -- the client key's name
     id         TEXT NOT NULL,
-    expires_at REAL NOT NULL,  -- Unix time; later rows are hidden by reads and purged by puts
+    expires_at REAL NOT NULL,  -- Unix time; later rows are hidden by reads and purged by writes
     record     BLOB NOT NULL,
     PRIMARY KEY (owner, id)
 );
 CREATE INDEX IF NOT EXISTS responses_by_expiry ON responses (expires_at);
 """
 
-_UPSERT_RESPONSE = """
-INSERT INTO responses (owner, id, expires_at, record) VALUES (?, ?, ?, ?)
-ON CONFLICT (owner, id) DO UPDATE SET expires_at = excluded.expires_at, record = excluded.record
-"""
+# Rows per upsert statement. A flush writes many rows per statement rather than ``executemany``:
+# each statement step releases the GIL, and taking it back from a busy event loop can wait up to the
+# interpreter's switch interval (5 ms), so a step per row would make a large batch slow to write.
+UPSERT_ROWS = 64
+
+
+@functools.lru_cache(maxsize=UPSERT_ROWS)
+def _upsert_responses(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO responses (owner, id, expires_at, record) VALUES {values}"
+        " ON CONFLICT (owner, id) DO UPDATE SET expires_at = excluded.expires_at, record = excluded.record"
+    )
+
 
 _GET_RESPONSE = "SELECT record FROM responses WHERE owner = ? AND id = ? AND expires_at > ?"
 
@@ -96,7 +111,15 @@ DELETE FROM responses WHERE rowid IN (
 )
 """
 
-PURGE_BATCH = 256  # expired responses removed per put; each put adds one, so the backlog only shrinks
+# Expired responses a purge removes beyond the rows written since the last one, so the backlog only
+# shrinks. A purge runs with a flush, at most every PURGE_INTERVAL seconds (a step, even when nothing
+# has expired).
+PURGE_BATCH = 256
+PURGE_INTERVAL = 1.0
+
+FLUSH_DELAY = 0.02  # seconds a put waits in memory for the puts that follow it into one transaction
+RETRY_DELAY = 1.0  # seconds between attempts while the file refuses writes
+MAX_PENDING_BYTES = 32 * 1024 * 1024  # past this, a put waits for the disk (raised to a record's bound)
 
 _UPSERT_USAGE = """
 INSERT INTO usage (key, model, day, requests, input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_usd)
@@ -156,6 +179,7 @@ class SQLiteStore(KeyStore):
         self._closed = False
         self._rate_storage: Storage | None = None
         self._budgets = MemoryBudgets()
+        self._responses: list[SQLiteResponses] = []  # flushed by aclose, before the connection goes
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -210,6 +234,9 @@ class SQLiteStore(KeyStore):
         return result
 
     async def aclose(self) -> None:
+        for responses in self._responses:
+            await responses.aclose()
+
         def close() -> None:
             with self._lock:
                 self._closed = True
@@ -354,24 +381,89 @@ class SQLiteStore(KeyStore):
         return SQLiteResponses(self, max_bytes)
 
 
-class SQLiteResponses(StoredResponses):
-    """Stored responses in the store's ``responses`` table, through its worker thread and lock.
-    ``clock`` decides what has expired (tests move it; production uses the wall clock)."""
+class _Pending(NamedTuple):
+    record: bytes
+    expires_at: float
 
-    def __init__(self, store: SQLiteStore, max_bytes: int, *, clock: Callable[[], float] = time.time) -> None:
+
+class SQLiteResponses(StoredResponses):
+    """Stored responses in the store's ``responses`` table, written behind: a put lands in memory at
+    once and a flusher writes the puts of the next ``flush_delay`` seconds in one transaction, off
+    the event loop. ``clock`` decides what has expired (tests move it; production uses the wall clock).
+
+    Why: a transaction per put cost more CPU than the rest of the request (mostly the hop to the
+    worker thread and back, ~90 µs, then the commit); batched, a put is a dict insert, and the hop
+    and the commit are shared by every put of a batch.
+
+    The caller's guarantee holds: ``put`` returns with the record readable, because ``get`` and
+    ``delete`` consult the pending puts first, and one gateway process serves a SQLite file
+    (``claim_for_gateway``), so no other process needs to see them yet. Another process on the file
+    (the CLI, a test's second store) sees a put once it is flushed, ``flush_delay`` later.
+
+    What a crash costs: a process killed outright (SIGKILL, OOM, power) loses the puts of its last
+    ``flush_delay`` seconds, plus a batch being written. That is acceptable for conversation state:
+    those clients get the same 404 as for an expired id and resend their context, as they must after
+    any lost response; the requests in flight at the crash are lost anyway, and the ledger loses its
+    last second of usage the same way. A clean shutdown (``aclose``) writes everything. Pending
+    memory is bounded by ``max_pending_bytes``: past it a put waits for a flush (backpressure) and
+    fails with ``StoreError`` if the flush does. A failed background flush keeps its rows, logs once
+    and retries every ``RETRY_DELAY`` seconds: nothing is dropped while the process lives.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        max_bytes: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        flush_delay: float = FLUSH_DELAY,
+        max_pending_bytes: int = MAX_PENDING_BYTES,
+        purge_interval: float = PURGE_INTERVAL,
+    ) -> None:
         super().__init__(max_bytes)
         self._store = store
         self._clock = clock
+        self._flush_delay = flush_delay
+        self._purge_interval = purge_interval
+        self._purged_at = -math.inf  # time.monotonic() of the last purge
+        self._unpurged = 0  # rows written since then
+        self._max_pending_bytes = max(max_pending_bytes, max_bytes)
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._pending_bytes = 0
+        self._writing: dict[tuple[str, str], _Pending] = {}  # the batch a flush is committing now
+        # One writer of the table at a time (a flush or a delete), so a delete cannot land between a
+        # batch leaving ``_pending`` and reaching the table, and a flushed row cannot outlive it.
+        self._write_lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self._failing = False
+        self._closing = False
+        store._responses.append(self)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of records put and not yet written to the file."""
+        return self._pending_bytes
 
     async def _put(self, owner: str, response_id: str, record: bytes, ttl: float) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            now = self._clock()
-            conn.execute(_UPSERT_RESPONSE, (owner, response_id, now + ttl, record))
-            conn.execute(_PURGE_RESPONSES, (now, PURGE_BATCH))
-
-        await self._store._run(True, lambda conn: self._store._transaction(_present(conn), write))
+        if self._closing:
+            raise StoreError(f"the key store {self._store.url} is closed")
+        while self._pending and self._pending_bytes + len(record) > self._max_pending_bytes:
+            await self.flush()  # backpressure; a failing store fails this put rather than grow memory
+        key = (owner, response_id)
+        replaced = self._pending.pop(key, None)
+        if replaced is not None:
+            self._pending_bytes -= len(replaced.record)
+        self._pending[key] = _Pending(record, self._clock() + ttl)
+        self._pending_bytes += len(record)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon(), name="stored-responses-flush")
 
     async def get(self, owner: str, response_id: str) -> bytes | None:
+        key = (owner, response_id)
+        pending = self._pending.get(key) or self._writing.get(key)
+        if pending is not None:  # the newest put of this id, whatever older row the table holds
+            return pending.record if pending.expires_at > self._clock() else None
+
         def read(conn: sqlite3.Connection | None) -> bytes | None:
             if conn is None:
                 return None
@@ -386,8 +478,98 @@ class SQLiteResponses(StoredResponses):
                 return False
             return conn.execute(_DELETE_RESPONSE, (owner, response_id, self._clock())).rowcount > 0
 
-        # write=False: with no file yet there is nothing to delete, and nothing needs creating.
-        return await self._store._run(False, write)
+        async with self._write_lock:
+            pending = self._pending.pop((owner, response_id), None)
+            if pending is not None:
+                self._pending_bytes -= len(pending.record)
+            # write=False: with no file yet there is nothing to delete, and nothing needs creating.
+            in_table = await self._store._run(False, write)
+        if pending is not None:  # the newest put decides, not an older row it replaced
+            return pending.expires_at > self._clock()
+        return in_table
+
+    async def flush(self) -> None:
+        """Writes every pending put now, in one transaction. Raises ``StoreError`` when the file
+        refuses; the puts then stay pending for the next attempt. A cancelled caller leaves the
+        write to finish: a batch is committed or kept, never half-forgotten."""
+        write = asyncio.ensure_future(self._write_pending())
+        write.add_done_callback(_retrieved)
+        await asyncio.shield(write)
+
+    async def _write_pending(self) -> None:
+        async with self._write_lock:
+            if not self._pending:
+                return
+            batch, self._pending, self._pending_bytes = self._pending, {}, 0
+            self._writing = batch
+            rows = [(owner, rid, p.expires_at, p.record) for (owner, rid), p in batch.items()]
+            purge = time.monotonic() - self._purged_at >= self._purge_interval
+            purge_limit = PURGE_BATCH + self._unpurged + len(rows)
+
+            def write(conn: sqlite3.Connection) -> None:
+                for start in range(0, len(rows), UPSERT_ROWS):
+                    chunk = rows[start : start + UPSERT_ROWS]
+                    conn.execute(_upsert_responses(len(chunk)), [value for row in chunk for value in row])
+                if purge:
+                    conn.execute(_PURGE_RESPONSES, (self._clock(), purge_limit))
+
+            try:
+                await self._store._run(True, lambda conn: self._store._transaction(_present(conn), write))
+            except BaseException:
+                for key, pending in batch.items():
+                    if key not in self._pending:  # a put since then is newer
+                        self._pending[key] = pending
+                        self._pending_bytes += len(pending.record)
+                raise
+            finally:
+                self._writing = {}
+            if purge:
+                self._purged_at, self._unpurged = time.monotonic(), 0
+            else:
+                self._unpurged += len(rows)
+
+    async def _flush_soon(self) -> None:
+        delay = self._flush_delay
+        while self._pending:
+            await asyncio.sleep(delay)
+            try:
+                await self.flush()
+            except Exception as exc:  # never let the flusher die with rows pending; retry
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "cannot write %d stored responses to %s (will retry): %s",
+                        len(self._pending),
+                        self._store.url,
+                        exc,
+                    )
+                delay = RETRY_DELAY
+                continue
+            if self._failing:
+                self._failing = False
+                log.info("stored responses write to %s again", self._store.url)
+            delay = self._flush_delay
+
+    async def aclose(self) -> None:
+        """Refuses further puts and writes the pending ones (the store calls this before closing)."""
+        self._closing = True
+        if self._flusher is not None:
+            self._flusher.cancel()  # a write it started finishes (flush shields it)
+            await asyncio.wait([self._flusher])
+            self._flusher = None
+        try:
+            await self.flush()
+        except StoreError as exc:
+            log.error(
+                "%d stored responses are lost: cannot write them to %s: %s", len(self._pending), self._store.url, exc
+            )
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    # A flush whose caller was cancelled still reports through the flusher's retry; this only keeps
+    # asyncio from warning that nobody read the exception.
+    if not task.cancelled():
+        task.exception()
 
 
 def _present(conn: sqlite3.Connection | None) -> sqlite3.Connection:
