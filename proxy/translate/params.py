@@ -192,6 +192,8 @@ def dropped_fields(dropped: Sequence[str], body: Mapping[str, Any]) -> tuple[str
     the header stays short), without duplicates, in the order of the body's top-level fields. An
     unknown field whose name is not plain (``[A-Za-z0-9_$-]``, at most 64) is `UNNAMED`; past
     `MAX_DROPPED` fields the last entry says how many more there are."""
+    if not dropped:
+        return ()
     order = {key: position for position, key in enumerate(body)}
     in_order = sorted(dropped, key=lambda path: order.get(_top_level(path), len(order)))
     shown = list(dict.fromkeys(_shown(_INDEX.sub("[]", path)) for path in in_order))

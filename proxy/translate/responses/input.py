@@ -88,10 +88,12 @@ def convert_input(
     `tools` names the tools replayed calls refer to; `drop` records the fields not sent as sent.
     `max_messages` bounds the items, history included; `max_content_blocks` their content.
     """
+    text: str | None = None
     if value is None:
         items: list[Any] = []
     elif isinstance(value, str):
-        items = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+        # The commonest request: one user turn, converted directly (it is still stored as an item).
+        text, items = value, [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
     elif isinstance(value, list):
         items = value
     else:
@@ -110,11 +112,22 @@ def convert_input(
     for k, item in enumerate(history):
         _item(item, f"{HISTORY_PATH}[{k}]", state)
     state.drop = drop if drop is not None else _unrecorded
-    own = []
-    for k, item in enumerate(items):
-        own.append(_item(item, f"input[{k}]", state))
+    if text is not None:
+        _text_input(text, conversation)
+        own = items
+    else:
+        own = [_item(item, f"input[{k}]", state) for k, item in enumerate(items)]
     system, messages = conversation.finish(model=model, prefill=prefill)
     return system, messages, own
+
+
+def _text_input(text: str, conversation: Conversation) -> None:
+    """A string `input`: what its one input_text part would give, without building and walking it."""
+    conversation.count(text, "input[0].content")
+    blocks = plain_text(text)
+    if not blocks:
+        invalid_value("input[0].content", "a user message must contain non-empty text, an image or a file.")
+    conversation.user(blocks, "input[0]")
 
 
 def _unrecorded(path: str, why: str) -> None:
