@@ -37,7 +37,7 @@ from tests.servers import free_port
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-4f9a2c7e81"
 CLIENT_KEY = "sk-client-secret-7d3b91aa55"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
 # Small bounds so that every timeout and retry of the fault matrix takes a fraction of a second.
 FAST_UPSTREAM: dict[str, Any] = {"first_byte_timeout": 0.2, "idle_timeout": 0.2, "max_attempts": 2, "max_backoff": 0.01}

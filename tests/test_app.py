@@ -24,7 +24,7 @@ MESSAGE = {
     "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
     "type": "message",
     "role": "assistant",
-    "model": "claude-sonnet-4-5-20250929",
+    "model": "claude-haiku-4-5-20251001",
     "content": [{"type": "text", "text": "Hello there."}],
     "stop_reason": "end_turn",
     "stop_sequence": None,
@@ -35,7 +35,7 @@ MESSAGE = {
         "cache_read_input_tokens": 3,
     },
 }
-CHAT = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}]}
+CHAT = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}]}
 
 
 def settings(**overrides: Any) -> Settings:
@@ -43,7 +43,7 @@ def settings(**overrides: Any) -> Settings:
         "anthropic_api_key": UPSTREAM_KEY,
         "anthropic_base_url": UPSTREAM,
         "api_keys": CLIENT_KEY,
-        "model_aliases": {"gpt-4o": "claude-sonnet-4-5"},
+        "model_aliases": {"gpt-4o": "claude-haiku-4-5"},
         "upstream": {"max_backoff": 0.001, "max_attempts": 3},
     }
     values.update(overrides)
@@ -135,7 +135,7 @@ async def test_upstream_gets_gateway_key_never_client_authorization(
 async def test_alias_resolves_to_upstream_model(client: httpx.AsyncClient, mock: respx.MockRouter) -> None:
     route = mock.post("/v1/messages").respond(200, json=MESSAGE)
     await client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"})
-    assert orjson.loads(route.calls.last.request.content)["model"] == "claude-sonnet-4-5"
+    assert orjson.loads(route.calls.last.request.content)["model"] == "claude-haiku-4-5"
 
 
 @pytest.mark.parametrize(
@@ -163,26 +163,26 @@ async def test_x_api_key_header_is_accepted(client: httpx.AsyncClient, mock: res
         (b"{not json", None),
         (b"", None),
         (b"[1, 2]", None),
-        (b'{"model": "claude-sonnet-4-5"}', "messages"),
+        (b'{"model": "claude-haiku-4-5"}', "messages"),
         (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
         (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "model"),
         (
-            b'{"model": "claude-sonnet-4-5", "messages": [{"role": "wizard", "content": "x"}]}',
+            b'{"model": "claude-haiku-4-5", "messages": [{"role": "wizard", "content": "x"}]}',
             "messages[0].role",
         ),
         (
-            b'{"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [{"type": "image_url",'
+            b'{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": [{"type": "image_url",'
             b' "image_url": {"url": "data:image/png;base64,@@@not-base64@@@"}}]}]}',
             "messages[0].content[0].image_url.url",
         ),
         (
-            b'{"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}, {"role": "assistant",'
+            b'{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x"}, {"role": "assistant",'
             b' "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]},'
             b' {"role": "tool", "tool_call_id": "c1", "content": "r"}]}',
             "messages[1].tool_calls[0].function.arguments",
         ),
         (
-            b'{"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}], "logprobs": true}',
+            b'{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "x"}], "logprobs": true}',
             "logprobs",
         ),
     ],
@@ -331,7 +331,7 @@ async def test_models_lists_upstream_models_and_aliases(client: httpx.AsyncClien
             "data": [
                 {
                     "type": "model",
-                    "id": "claude-sonnet-4-5",
+                    "id": "claude-haiku-4-5",
                     "display_name": "S",
                     "created_at": "2025-09-29T00:00:00Z",
                 }
@@ -342,7 +342,7 @@ async def test_models_lists_upstream_models_and_aliases(client: httpx.AsyncClien
     response = await client.get("/v1/models")
     assert response.status_code == 200
     ids = [m["id"] for m in response.json()["data"]]
-    assert ids == ["claude-sonnet-4-5", "gpt-4o"]
+    assert ids == ["claude-haiku-4-5", "gpt-4o"]
     assert response.json()["data"][0]["created"] > 1_700_000_000
     one = await client.get("/v1/models/gpt-4o")
     assert one.json()["id"] == "gpt-4o"
@@ -356,8 +356,8 @@ async def test_models_lists_upstream_models_and_aliases(client: httpx.AsyncClien
         b'"models"',
         b"{not json",
         b"{}",
-        b'{"data": "claude-sonnet-4-5"}',
-        b'{"data": {"id": "claude-sonnet-4-5"}}',
+        b'{"data": "claude-haiku-4-5"}',
+        b'{"data": {"id": "claude-haiku-4-5"}}',
         b'{"data": [1, 2]}',
         b'{"data": [{"id": 5}]}',
         b'{"data": [{"id": ["claude"]}]}',
@@ -384,14 +384,14 @@ async def test_a_malformed_upstream_model_list_is_a_502_on_both_model_routes(
     mock.get("/v1/models").respond(200, content=body, headers={"content-type": "application/json"})
     error = assert_openai_error(await client.get("/v1/models"), 502)
     assert "model list" in error["message"]
-    assert_openai_error(await client.get("/v1/models/claude-sonnet-4-5"), 502)
+    assert_openai_error(await client.get("/v1/models/claude-haiku-4-5"), 502)
 
 
 async def test_count_tokens_counts_against_the_keys_requests_per_minute(mock: respx.MockRouter) -> None:
     secret = "sk-counted-0123456789abcdef"
     config = settings(client_keys=[{"name": "counted", "sha256": hash_secret(secret), "rpm": 2}])
     mock.post("/v1/messages/count_tokens").respond(200, json={"input_tokens": 5})
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}]}
+    body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}]}
     async with app_client(config, mock) as c:
         headers = {"authorization": f"Bearer {secret}"}
         answers = [await c.post("/v1/messages/count_tokens", json=body, headers=headers) for _ in range(3)]
@@ -451,6 +451,6 @@ async def test_absurdly_nested_tool_schema_is_400_not_500(client: httpx.AsyncCli
     for _ in range(400):
         schema = '{"type":"object","properties":{"x":' + schema + "}}"
     tool = '{"type":"function","function":{"name":"deep","parameters":' + schema + "}}"
-    body = '{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"x"}],"tools":[' + tool + "]}"
+    body = '{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"x"}],"tools":[' + tool + "]}"
     response = await client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert_openai_error(response, 400)

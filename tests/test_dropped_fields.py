@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 CLIENT_KEY = "sk-dropped-fields-client"
 HEADER = "x-claude-proxy-dropped"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 CHAT_PATH = "/v1/chat/completions"
 RESPONSES_PATH = "/v1/responses"
 

@@ -24,7 +24,7 @@ from tests import npm, servers
 from tests.polling import eventually
 
 CLIENT_KEY = "sk-e2e-codex-key"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 JS_DIR = Path(__file__).parent / "js"
 CODEX = JS_DIR / "node_modules" / "@openai" / "codex" / "bin" / "codex.js"
 # The simulator's command for a shell-like tool (proxy/simulator/reply.py SHELL_COMMAND) prints this.

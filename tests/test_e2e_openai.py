@@ -16,7 +16,7 @@ import pytest
 from tests import npm, servers
 
 CLIENT_KEY = "sk-e2e-client-key"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 PNG = base64.b64encode(
     bytes.fromhex(
         "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

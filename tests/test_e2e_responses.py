@@ -18,7 +18,7 @@ from tests import servers
 
 CLIENT_KEY = "sk-e2e-responses-key"
 OTHER_KEY = "sk-e2e-responses-other-key"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 # Structured outputs and adaptive reasoning: a model whose capabilities have both.
 REASONING_MODEL = "claude-sonnet-4-6"
 PNG = base64.b64encode(

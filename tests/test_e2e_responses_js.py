@@ -15,7 +15,7 @@ import pytest
 from tests import npm, servers
 
 CLIENT_KEY = "sk-e2e-responses-js-key"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 JS_DIR = Path(__file__).parent / "js"
 SCRIPT = JS_DIR / "responses_check.mjs"
 TERMINAL = ("response.completed", "response.incomplete", "response.failed")

@@ -181,7 +181,7 @@ TOOL_DEF = st.fixed_dictionaries(
         ),
     }
 )
-MODELS = st.sampled_from(["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-6", "claude-future-9", ""])
+MODELS = st.sampled_from(["claude-haiku-4-5", "claude-haiku-4-5", "claude-opus-4-6", "claude-future-9", ""])
 
 OPTIONAL_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "max_tokens": st.integers(-5, 70000),
@@ -286,7 +286,7 @@ def valid_requests(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.integers(0, 4)) == 0:
         messages.append({"role": "assistant", "content": draw(WORDS)})  # a prefill, which these models take
     request: dict[str, Any] = {
-        "model": draw(st.sampled_from(["claude-sonnet-4-5", "claude-haiku-4-5"])),
+        "model": draw(st.sampled_from(["claude-haiku-4-5", "claude-haiku-4-5"])),
         "messages": messages,
     }
     optional = {
@@ -456,7 +456,7 @@ def _breakages(valid: bytes) -> st.SearchStrategy[bytes]:
 
 
 VALID_BODY = json.dumps(
-    {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "héllo wörld ✓"}]}, ensure_ascii=False
+    {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "héllo wörld ✓"}]}, ensure_ascii=False
 ).encode()
 
 
@@ -492,13 +492,13 @@ ROUND_TRIP_EXAMPLES = [
 def round_trip(client: httpx.Client, echo: EchoUpstream, text: str, *, stream: bool, include_usage: bool) -> None:
     if stream:
         request = {
-            "model": "claude-sonnet-4-5",
+            "model": "claude-haiku-4-5",
             "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
             "stream": True,
             "stream_options": {"include_usage": include_usage},
         }
     else:
-        request = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": text}]}
+        request = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}
     response = post(client, json.dumps(request, ensure_ascii=False).encode())
     check(response, request, echo)
     if not stream:
@@ -529,7 +529,7 @@ def test_generated_text_round_trips_byte_for_byte(
 
 # --- shapes hypothesis would rarely reach ---------------------------------------------------------
 
-HEAD = b'{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]'
+HEAD = b'{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"hi"}]'
 CALL = b'{"id":"call_1","type":"function","function":{"name":"f","arguments":%s}}'
 DEEP_BODIES = {
     # an ignored field
@@ -595,7 +595,7 @@ def test_thousands_of_messages_reach_the_upstream_in_one_valid_request(
     client: httpx.Client, echo: EchoUpstream
 ) -> None:
     turns = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(5001)]
-    request = {"model": "claude-sonnet-4-5", "messages": turns}
+    request = {"model": "claude-haiku-4-5", "messages": turns}
     before = echo.requests
     response = post(client, json.dumps(request).encode())
     check(response, request, echo)
@@ -605,9 +605,9 @@ def test_thousands_of_messages_reach_the_upstream_in_one_valid_request(
 
 def test_empty_and_missing_messages_are_400_naming_messages(client: httpx.Client, echo: EchoUpstream) -> None:
     for request in (
-        {"model": "claude-sonnet-4-5", "messages": []},
-        {"model": "claude-sonnet-4-5"},
-        {"model": "claude-sonnet-4-5", "messages": [{"role": "system", "content": "only a system prompt"}]},
+        {"model": "claude-haiku-4-5", "messages": []},
+        {"model": "claude-haiku-4-5"},
+        {"model": "claude-haiku-4-5", "messages": [{"role": "system", "content": "only a system prompt"}]},
     ):
         response = post(client, json.dumps(request).encode())
         check(response, request, echo)
@@ -616,7 +616,7 @@ def test_empty_and_missing_messages_are_400_naming_messages(client: httpx.Client
 
 def test_a_body_of_tens_of_megabytes_within_the_limit_round_trips(client: httpx.Client, echo: EchoUpstream) -> None:
     text = "0123456789abcdef" * (1024 * 1024)  # 16 MiB, under the default 32 MiB limit
-    request = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": text}]}
+    request = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": text}]}
     response = post(client, json.dumps(request).encode())
     check(response, request, echo)
     assert response.json()["choices"][0]["message"]["content"] == text

@@ -49,8 +49,8 @@ async def test_create_is_seen_by_a_running_gateway_and_revoke_refused(store_url:
         principal, waited = await eventually_principal(service, secret)
         assert waited < 5
         with pytest.raises(PermissionDenied) as denied:
-            service.check_model(principal, "claude-sonnet-4-5")
-        assert "claude-sonnet-4-5" in denied.value.message
+            service.check_model(principal, "claude-sonnet-4-6")
+        assert "claude-sonnet-4-6" in denied.value.message
         for _ in range(5):
             await service.admit(principal, "claude-haiku-4-5", 10)
         with pytest.raises(RateLimited) as limited:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 STATIC_KEY = "sk-static-e2e-0000"
 ALLOWED = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}]}
-FORBIDDEN = {**ALLOWED, "model": "claude-sonnet-4-5"}
+FORBIDDEN = {**ALLOWED, "model": "claude-sonnet-4-6"}
 
 
 def wait_for_status(url: str, secret: str, body: dict[str, object], status: int, within: float = 5.0) -> float:
@@ -54,7 +54,7 @@ def test_cli_key_limited_to_haiku_with_rpm_5_shared_by_two_replicas(replicas: tu
     for url in urls:
         assert wait_for_status(url, secret, FORBIDDEN, 403) < 5
         denied = httpx.post(f"{url}/v1/chat/completions", json=FORBIDDEN, headers={"authorization": f"Bearer {secret}"})
-        assert "claude-sonnet-4-5" in denied.json()["error"]["message"]
+        assert "claude-sonnet-4-6" in denied.json()["error"]["message"]
 
     # Ten requests spread over both replicas: together they allow 5, not 10.
     statuses = []

@@ -41,8 +41,8 @@ def test_secrets_are_long_random_and_stored_as_sha256() -> None:
 
 def test_new_record_keeps_only_the_digest() -> None:
     now = datetime(2026, 11, 25, tzinfo=UTC).timestamp()
-    record, secret = new_record(NewKey(name="a", models="claude-haiku-*, claude-sonnet-4-5", rpm=3), now)
-    assert record.models == ("claude-haiku-*", "claude-sonnet-4-5")
+    record, secret = new_record(NewKey(name="a", models="claude-haiku-*, claude-sonnet-4-6", rpm=3), now)
+    assert record.models == ("claude-haiku-*", "claude-sonnet-4-6")
     assert record.digest == hash_secret(secret)
     assert secret not in record.model_dump_json()
     assert record.created_at == datetime(2026, 11, 25, tzinfo=UTC)

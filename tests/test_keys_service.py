@@ -166,9 +166,9 @@ async def test_model_allowlist(store_url: str) -> None:
         principal = await service.authenticate(bearer(secret))
         service.check_model(principal, "claude-haiku-4-5")
         with pytest.raises(PermissionDenied) as denied:
-            service.check_model(principal, "claude-sonnet-4-5")
+            service.check_model(principal, "claude-sonnet-4-6")
         assert denied.value.status_code == 403
-        assert "claude-sonnet-4-5" in denied.value.message
+        assert "claude-sonnet-4-6" in denied.value.message
         assert (denied.value.param, denied.value.code) == ("model", "model_not_allowed")
 
 
@@ -505,7 +505,7 @@ async def test_config_keys(store_url: str, monkeypatch: pytest.MonkeyPatch) -> N
         bot = await service.authenticate(bearer("config-secret-from-the-environment"))
         assert (bot.name, bot.source, bot.rpm) == ("ci-bot", "config", 1)
         with pytest.raises(PermissionDenied):
-            service.check_model(bot, "claude-sonnet-4-5")
+            service.check_model(bot, "claude-sonnet-4-6")
         await service.admit(bot, MODEL, 1)
         with pytest.raises(RateLimited):
             await service.admit(bot, MODEL, 1)

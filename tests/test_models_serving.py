@@ -104,6 +104,27 @@ async def test_a_retired_model_is_a_404_that_names_its_successor(endpoint: str) 
     assert upstream.messages == [], "refused before any upstream call"
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "responses"])
+async def test_claude_sonnet_4_5_is_retired_by_the_shipped_table_naming_sonnet_5_5(endpoint: str) -> None:
+    upstream = simulated_upstream()
+    async with running(settings(), upstream) as gateway:
+        error = model_error(await ask(gateway, endpoint, "claude-sonnet-4-5"), 404, "model_retired")
+        dated = model_error(await ask(gateway, endpoint, "claude-sonnet-4-5-20250929"), 404, "model_retired")
+    assert "2026-11-30" in error["message"] and "'claude-sonnet-5-5'" in error["message"]
+    assert "'claude-sonnet-5-5'" in dated["message"]
+    assert upstream.messages == [], "refused before any upstream call"
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "responses"])
+async def test_claude_opus_4_5_is_served_with_a_warning_naming_opus_5_5(endpoint: str) -> None:
+    upstream = simulated_upstream()
+    async with running(settings(), upstream) as gateway:
+        response = await ask(gateway, endpoint, "claude-opus-4-5")
+    assert response.status_code == 200, response.text
+    warning = response.headers["warning"]
+    assert "claude-opus-4-5" in warning and "2027-01-22" in warning and "claude-opus-5-5" in warning
+
+
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 async def test_a_deprecated_model_is_served_with_a_warning_header(endpoint: str) -> None:
     upstream = simulated_upstream()

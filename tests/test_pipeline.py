@@ -22,7 +22,7 @@ from tests.test_app import MESSAGE, UPSTREAM_KEY, app_client, settings
 
 pytestmark = pytest.mark.anyio
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
 NATIVE = {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
 RESPONSES = {"model": MODEL, "input": "Hi"}

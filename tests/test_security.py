@@ -58,7 +58,7 @@ OTHER_CLIENT_KEY = "sk-client-second-1e8a47bd02"
 # --- credentials are never forwarded ---------------------------------------------------------------
 
 
-NATIVE = {"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
+NATIVE = {"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]}
 
 
 async def test_client_credentials_never_reach_the_upstream() -> None:

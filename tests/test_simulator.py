@@ -32,9 +32,8 @@ from tests.anthropic_schema import assert_valid_messages_request
 pytestmark = pytest.mark.anyio
 
 HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
-SONNET = "claude-sonnet-4-5"
 OPUS = "claude-opus-4-6"
-# The SDK warns (an error under pytest) about deprecated models such as claude-sonnet-4-5.
+# A current model with manual thinking and prefill (the SDK warns, an error under pytest, about deprecated ones).
 HAIKU = "claude-haiku-4-5"
 WEATHER = {
     "name": "get_weather",
@@ -61,7 +60,7 @@ TIME = {
 
 
 def body(text: str = "Hello there, how are you?", **extra: Any) -> dict[str, Any]:
-    return {"model": SONNET, "max_tokens": 256, "messages": [{"role": "user", "content": text}], **extra}
+    return {"model": HAIKU, "max_tokens": 256, "messages": [{"role": "user", "content": text}], **extra}
 
 
 @asynccontextmanager
@@ -677,7 +676,7 @@ async def test_temperature_is_refused() -> None:
 
 
 async def test_temperature_is_accepted_when_caps_list_it() -> None:
-    table = ModelTable.with_overrides({"claude-sonnet-4-5*": {"sampling": ["temperature"]}})
+    table = ModelTable.with_overrides({"claude-haiku-4-5*": {"sampling": ["temperature"]}})
     assert (await post(body(temperature=0.2), table=table)).status_code == 200
     refused = await post(body(temperature=1.5), table=table)
     assert error_of(refused)[1] == "temperature: Input should be less than or equal to 1"
@@ -859,7 +858,7 @@ async def test_thinking_tool_loop_needs_the_thinking_block_back() -> None:
 
 
 async def test_count_tokens_refuses_unknown_model_and_fields() -> None:
-    request = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
+    request = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}
     assert (await post(request, "/v1/messages/count_tokens")).json() == {"input_tokens": 1}
     assert (await post({**request, "model": "o3"}, "/v1/messages/count_tokens")).status_code == 404
     refused = await post({**request, "max_tokens": 5}, "/v1/messages/count_tokens")

@@ -23,7 +23,7 @@ from tests.faults import serve_gateway
 pytestmark = pytest.mark.anyio
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-CHAT = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+CHAT = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
@@ -37,7 +37,7 @@ MESSAGE_START = event(
             "id": "msg_01Stream",
             "type": "message",
             "role": "assistant",
-            "model": "claude-sonnet-4-5",
+            "model": "claude-haiku-4-5",
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,

@@ -30,7 +30,7 @@ from proxy.usage import Usage
 
 TABLE = ModelTable.with_overrides(aliases={"fast": "claude-haiku-4-5"})
 STREAMS = Path(__file__).parent.parent / "fixtures" / "chat" / "stream"
-BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+BODY = {"model": "claude-haiku-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
 NATIVE = NativeMessages()
 MESSAGES, COUNT_TOKENS = NATIVE.endpoints
 
@@ -43,7 +43,7 @@ def prepare_native(body: Any, table: ModelTable, *, count_tokens: bool = False, 
 def test_body_is_forwarded_as_sent() -> None:
     request = prepare_native(BODY, TABLE)
     assert orjson.loads(request.payload) == BODY
-    assert (request.model, request.stream, request.path) == ("claude-sonnet-4-5", False, "/v1/messages")
+    assert (request.model, request.stream, request.path) == ("claude-haiku-4-5", False, "/v1/messages")
 
 
 def test_alias_is_resolved_in_the_forwarded_body_only() -> None:
@@ -80,7 +80,7 @@ def test_only_the_anthropic_headers_are_forwarded() -> None:
         ({"messages": []}, "model"),
         ({"model": 5}, "model"),
         ({"model": ""}, "model"),
-        ({"model": "claude-sonnet-4-5", "stream": "yes"}, "stream"),
+        ({"model": "claude-haiku-4-5", "stream": "yes"}, "stream"),
     ],
 )
 def test_bodies_that_cannot_be_routed_are_refused(body: Any, param: str | None) -> None:

@@ -19,7 +19,7 @@ from tests.test_app import CLIENT_KEY, MESSAGE, app_client, settings
 pytestmark = pytest.mark.anyio
 
 OTHER_KEY = "sk-other-987654321"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 SIGNATURE = "EqQBCkgIARABGAIiQL2mBk7tsOqM5fzHfAfzTaNhDNQmVsnAUZLVtPfs9xaHrQ=="
 THINKING_CALL = {
     **MESSAGE,

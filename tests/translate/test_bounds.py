@@ -29,7 +29,7 @@ from tests.anthropic_schema import assert_valid_messages_request
 from tests.test_app import MESSAGE, UPSTREAM, app_client, assert_openai_error, settings
 
 TABLE = ModelTable.with_overrides()
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
 N = 300  # big enough that quadratic work dominates the per-request constant; 4N stays quick
 

@@ -39,7 +39,7 @@ CASE_PATHS = sorted(FIXTURES.glob("*.json"))
 CASES = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in CASE_PATHS}
 VALID_CASES = [name for name, case in CASES.items() if "anthropic" in case]
 SAMPLING_KEYS = frozenset({"temperature", "top_p", "top_k"})
-TABLE = ModelTable.with_overrides(aliases={"gpt-4o": "claude-sonnet-4-5"})
+TABLE = ModelTable.with_overrides(aliases={"gpt-4o": "claude-haiku-4-5"})
 
 
 def table_for(case: dict[str, Any]) -> ModelTable:
@@ -156,12 +156,12 @@ def test_translated_request_reports_models_and_stream_flags() -> None:
     result = to_messages_request(body, TABLE)
     assert result == TranslatedRequest(
         upstream={
-            "model": "claude-sonnet-4-5",
+            "model": "claude-haiku-4-5",
             "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
             "max_tokens": 8192,
             "stream": True,
         },
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         requested_model="gpt-4o",
         stream=True,
         include_usage=False,
@@ -181,7 +181,7 @@ def test_prefill_refusal_names_the_model_and_prefill() -> None:
 
 
 def test_refused_parameter_error_renders_as_openai_error() -> None:
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}], "prediction": {}}
+    body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "a"}], "prediction": {}}
     with pytest.raises(InvalidRequest) as info:
         to_messages_request(body, TABLE)
     error = info.value.to_dict()["error"]
@@ -191,7 +191,7 @@ def test_refused_parameter_error_renders_as_openai_error() -> None:
 
 
 def test_n_is_bounded_by_the_gateway_setting() -> None:
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}], "n": 8}
+    body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "a"}], "n": 8}
     assert to_messages_request(body, TABLE).n == 8
     with pytest.raises(InvalidRequest) as info:
         to_messages_request(body, TABLE, max_n=4)
@@ -216,7 +216,7 @@ def test_reasoning_effort_maps_to_the_nearest_level_the_model_accepts(model: str
 
 
 @pytest.mark.parametrize("effort", ["minimal", "low", "medium", "high", "xhigh", "max"])
-@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1", "claude-opus-4-5"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-0", "claude-haiku-4-5", "claude-opus-4-1", "claude-opus-4-5"])
 @pytest.mark.parametrize("max_tokens", [None, 1025, 2000, 20000, 32000])
 def test_thinking_budget_is_always_valid_against_max_tokens(effort: str, model: str, max_tokens: int | None) -> None:
     body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "a"}], "reasoning_effort": effort}
@@ -237,7 +237,7 @@ def test_no_model_name_in_translation_code() -> None:
 
 def test_default_input_schema_is_not_shared_between_requests() -> None:
     body = {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-haiku-4-5",
         "messages": [{"role": "user", "content": "a"}],
         "tools": [{"type": "function", "function": {"name": "f"}}],
     }
@@ -257,14 +257,14 @@ def test_mislabeled_image_error_free_for_every_supported_type() -> None:
     for actual, data in payloads.items():
         for declared in payloads:
             part = {"type": "image_url", "image_url": {"url": f"data:{declared};base64,{data}"}}
-            body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [part]}]}
+            body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": [part]}]}
             source = to_messages_request(body, TABLE).upstream["messages"][0]["content"][0]["source"]
             assert source["media_type"] == actual, (declared, actual)
 
 
 def test_default_valued_fields_ask_for_nothing_and_are_not_reported_as_dropped() -> None:
     body = {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-haiku-4-5",
         "messages": [
             {
                 "role": "user",
@@ -290,7 +290,7 @@ def test_dropped_fields_are_named_once_in_body_order_with_list_positions_left_ou
     image = {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "low"}}
     body = {
         "seed": 1,
-        "model": "claude-sonnet-4-5",
+        "model": "claude-haiku-4-5",
         "messages": [
             {"role": "user", "content": [image, image]},
             {"role": "assistant", "content": "b"},
@@ -304,15 +304,15 @@ def test_dropped_fields_are_named_once_in_body_order_with_list_positions_left_ou
 
 def test_strict_fields_names_the_exact_path_of_a_dropped_content_field() -> None:
     image = {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "high"}}
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": [image, image]}]}
+    body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": [image, image]}]}
     with pytest.raises(InvalidRequest) as info:
         to_messages_request(body, TABLE, strict=True)
     assert info.value.param == "messages[0].content[0].image_url.detail"
 
 
 def test_a_temperature_above_claudes_range_is_reported_as_adapted_where_it_is_sent() -> None:
-    table = ModelTable.with_overrides({"claude-sonnet-4-5": {"sampling": ["temperature"]}})
-    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a"}]}
+    table = ModelTable.with_overrides({"claude-haiku-4-5": {"sampling": ["temperature"]}})
+    body = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "a"}]}
     assert to_messages_request({**body, "temperature": 0.5}, table).dropped == ()
     result = to_messages_request({**body, "temperature": 1.5}, table)
     assert (result.upstream["temperature"], result.dropped) == (1.0, ("temperature",))
@@ -352,7 +352,7 @@ WORDS = st.sampled_from(
         "data:image/jpeg;base64,iVBORw0KGgo=",
         "data:image/png;base64,!!",
         "data:application/pdf;base64,JVBERi0xLjQK",
-        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
         "claude-opus-4-6",
         "gpt-4o",
     ]
@@ -495,7 +495,7 @@ STRUCTURED_BODY = st.fixed_dictionaries(
         "model": _maybe(
             st.sampled_from(
                 [
-                    "claude-sonnet-4-5",
+                    "claude-haiku-4-5",
                     "claude-opus-4-6",
                     "gpt-4o",
                     "claude-opus-4-7",

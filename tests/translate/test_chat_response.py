@@ -161,7 +161,7 @@ def _message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> di
         "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
         "type": "message",
         "role": "assistant",
-        "model": "claude-sonnet-4-5-20250929",
+        "model": "claude-haiku-4-5-20251001",
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
@@ -204,7 +204,7 @@ def test_tool_arguments_are_compact_json_with_unicode_kept() -> None:
 
 def test_model_and_created_come_from_the_message_and_the_caller() -> None:
     result = to_chat_completion(_message([]), created=42)
-    assert result["model"] == "claude-sonnet-4-5-20250929"
+    assert result["model"] == "claude-haiku-4-5-20251001"
     assert result["created"] == 42
 
 
@@ -240,7 +240,7 @@ def test_thinking_blocks_survive_the_openai_sdk_and_come_back_as_blocks() -> Non
         {"role": "tool", "tool_call_id": call["id"], "content": "Sunny"},
     ]
     body = {
-        "model": "claude-sonnet-4-5",
+        "model": "claude-haiku-4-5",
         "messages": history,
         "tools": [{"type": "function", "function": {"name": call["function"]["name"]}}],
         "reasoning_effort": "low",

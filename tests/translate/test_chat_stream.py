@@ -310,7 +310,7 @@ def test_events_without_an_event_line_are_routed_by_their_type() -> None:
 def test_model_from_message_start_replaces_the_fallback() -> None:
     out, _ = translate(upstream_events("text"), include_usage=False)
     assert FALLBACK_MODEL.encode() not in out
-    assert all(c["model"] == "claude-sonnet-4-5-20250929" for c in chunks_of(client_payloads(out)))
+    assert all(c["model"] == "claude-haiku-4-5-20251001" for c in chunks_of(client_payloads(out)))
 
 
 def test_chunks_are_sse_data_lines_ending_in_a_blank_line() -> None:
@@ -539,7 +539,7 @@ def sdk_stream(body: bytes) -> Any:
         max_retries=0,
     )
     return client.chat.completions.create(
-        model="claude-sonnet-4-5",
+        model="claude-haiku-4-5",
         messages=[{"role": "user", "content": "hi"}],
         stream=True,
         stream_options={"include_usage": True},

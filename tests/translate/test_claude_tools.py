@@ -23,7 +23,7 @@ from proxy.translate.params import OMIT, ClaudeContext
 TABLE = ModelTable.with_overrides()
 
 
-def context(model: str = "claude-sonnet-4-5", **upstream: Any) -> ClaudeContext:
+def context(model: str = "claude-haiku-4-5", **upstream: Any) -> ClaudeContext:
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Go"}]}], **upstream}
     return ClaudeContext(model=model, caps=TABLE.capabilities(model), upstream=body)
 
@@ -71,7 +71,7 @@ def test_web_search_with_a_flat_location() -> None:
     tool = web_search_tool("tools[0]", context())
     tool["user_location"] = approximate_location({"city": "Paris", "country": ""}, "tools[0].user_location")
     assert tool == {
-        "type": TABLE.capabilities("claude-sonnet-4-5").web_search,
+        "type": TABLE.capabilities("claude-haiku-4-5").web_search,
         "name": "web_search",
         "user_location": {"type": "approximate", "city": "Paris"},
     }

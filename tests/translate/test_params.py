@@ -24,7 +24,7 @@ from proxy.translate.params import (
 )
 
 TABLE = ModelTable.with_overrides()
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 
 
 def context() -> ClaudeContext:

@@ -43,9 +43,9 @@ CASE_PATHS = sorted(FIXTURES.glob("*.json"))
 CASES = {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in CASE_PATHS}
 VALID_CASES = [name for name, case in CASES.items() if "anthropic" in case]
 SAMPLING_KEYS = frozenset({"temperature", "top_p", "top_k"})
-TABLE = ModelTable.with_overrides(aliases={"gpt-5-codex": "claude-sonnet-4-5"})
+TABLE = ModelTable.with_overrides(aliases={"gpt-5-codex": "claude-haiku-4-5"})
 TABLES = {name: ModelTable.with_overrides(case.get("models"), case.get("aliases")) for name, case in CASES.items()}
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 
 
 def assert_valid_result(result: ResponsesRequest, table: ModelTable) -> None:

@@ -18,9 +18,10 @@ from pydantic import BaseModel
 from proxy.errors import UpstreamError
 from proxy.models import ModelTable
 from proxy.translate.chat.response import to_chat_completion
+from proxy.translate.claude.refusals import refusal_text
 from proxy.translate.responses.common import ResponsesRequest, claude_call_id, open_reasoning
 from proxy.translate.responses.request import to_messages_request
-from proxy.translate.responses.response import refusal_text, responses_usage, to_response
+from proxy.translate.responses.response import responses_usage, to_response
 from proxy.usage import Usage
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "responses" / "response"
@@ -31,7 +32,7 @@ CREATED_AT = 1764097200
 # The client's request behind every fixture: each kind of tool the translator names on the way
 # back (function, custom, a namespace member, web search), with the reasoning round trip asked for.
 REQUEST_BODY: dict[str, Any] = {
-    "model": "claude-sonnet-4-5",
+    "model": "claude-haiku-4-5",
     "input": "What is the weather in Paris?",
     "instructions": "Be brief.",
     "include": ["reasoning.encrypted_content"],
@@ -112,7 +113,7 @@ def message_with(*content: dict[str, Any], stop_reason: str = "end_turn", **fiel
         "id": "msg_01Test",
         "type": "message",
         "role": "assistant",
-        "model": "claude-sonnet-4-5-20250929",
+        "model": "claude-haiku-4-5-20251001",
         "content": list(content),
         "stop_reason": stop_reason,
         "usage": {"input_tokens": 3, "output_tokens": 2},
@@ -167,7 +168,7 @@ def test_response_repeats_every_echo_field_of_the_request() -> None:
 
 
 def test_response_names_the_model_the_client_asked_for() -> None:
-    table = ModelTable.with_overrides(aliases={"gpt-5-codex": "claude-sonnet-4-5"})
+    table = ModelTable.with_overrides(aliases={"gpt-5-codex": "claude-haiku-4-5"})
     request = to_messages_request({**REQUEST_BODY, "model": "gpt-5-codex"}, table)
     result = translate(load("text.message.json"), request)
     assert request.model != "gpt-5-codex"

@@ -118,7 +118,7 @@ MESSAGE_START = event(
             "id": "msg_1",
             "type": "message",
             "role": "assistant",
-            "model": "claude-sonnet-4-5-20250929",
+            "model": "claude-haiku-4-5-20251001",
             "content": [],
             "usage": {"input_tokens": 5, "output_tokens": 1},
         },
@@ -278,7 +278,7 @@ def test_sdk_stream_helper_accumulates_the_final_response(case: str) -> None:
     out, stream = translate(upstream_events(case))
     client = openai_client(out)
     deltas: list[str] = []
-    with client.responses.stream(model="claude-sonnet-4-5", input="hi") as events:
+    with client.responses.stream(model="claude-haiku-4-5", input="hi") as events:
         for sdk_event in events:
             if sdk_event.type == "response.output_text.delta":
                 deltas.append(sdk_event.delta)
@@ -294,14 +294,14 @@ def test_sdk_stream_helper_accumulates_the_final_response(case: str) -> None:
 @pytest.mark.parametrize("case", ["max_tokens", "error_midstream", "ends_early"])
 def test_sdk_stream_helper_reads_an_unfinished_response_to_its_terminal_event(case: str) -> None:
     out, _ = translate(upstream_events(case))
-    with openai_client(out).responses.stream(model="claude-sonnet-4-5", input="hi") as events:
+    with openai_client(out).responses.stream(model="claude-haiku-4-5", input="hi") as events:
         types = [sdk_event.type for sdk_event in events]
     assert types[-1] in ("response.incomplete", "response.failed")
 
 
 def test_sdk_create_with_stream_yields_every_event() -> None:
     out, _ = translate(upstream_events("thinking_tool_use"))
-    events = list(openai_client(out).responses.create(model="claude-sonnet-4-5", input="hi", stream=True))
+    events = list(openai_client(out).responses.create(model="claude-haiku-4-5", input="hi", stream=True))
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert events[-1].type == "response.completed"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from proxy.translate.responses.response import refusal_text
+from proxy.translate.claude.refusals import refusal_text
 from proxy.usage import Usage
 
 __all__ = [

@@ -41,8 +41,8 @@ from proxy.translate.chat.response import (
     to_openai_usage,
     url_citation,
 )
+from proxy.translate.claude.refusals import refusal_text
 from proxy.translate.errors import from_error_event
-from proxy.translate.responses.response import refusal_text
 from proxy.usage import Usage, checked_usage, malformed
 
 __all__ = ["ChoiceStreams", "StreamTranslator"]

@@ -32,6 +32,7 @@ from typing import Any, Final
 import orjson
 
 from proxy.errors import UpstreamError
+from proxy.translate.claude.refusals import refusal_text
 from proxy.translate.responses.common import (
     CUSTOM_TOOL_INPUT,
     ResponsesRequest,
@@ -52,7 +53,6 @@ __all__ = [
     "output_text_part",
     "reasoning_item",
     "refusal_part",
-    "refusal_text",
     "response_object",
     "responses_usage",
     "to_response",
@@ -86,17 +86,6 @@ def responses_usage(usage: Usage) -> dict[str, Any]:
 def incomplete_reason(stop_reason: Any) -> str | None:
     """`incomplete_details.reason` for a stop reason that cut the output short, else None."""
     return _INCOMPLETE.get(stop_reason) if isinstance(stop_reason, str) else None
-
-
-def refusal_text(stop_details: Any) -> str:
-    """The text of the refusal part: Claude's explanation when it gives one."""
-    details = stop_details if isinstance(stop_details, dict) else {}
-    explanation = details.get("explanation")
-    if isinstance(explanation, str) and explanation.strip():
-        return explanation
-    category = details.get("category")
-    about = f" (policy category: {category})" if isinstance(category, str) and category else ""
-    return f"The model declined to respond to this request{about}."
 
 
 # Output items ------------------------------------------------------------------------------------

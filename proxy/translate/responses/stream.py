@@ -30,6 +30,7 @@ from typing import Any, Final
 import orjson
 
 from proxy.errors import ProxyError, UpstreamError, stream_ended_early
+from proxy.translate.claude.refusals import refusal_text
 from proxy.translate.errors import from_error_event
 from proxy.translate.responses.common import CUSTOM_TOOL_INPUT, ResponsesRequest, ToolName, item_id
 from proxy.translate.responses.response import (
@@ -42,7 +43,6 @@ from proxy.translate.responses.response import (
     output_text_part,
     reasoning_item,
     refusal_part,
-    refusal_text,
     response_object,
     responses_usage,
     url_annotation,
