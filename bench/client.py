@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bench.procs import LOOPBACK
@@ -58,10 +58,13 @@ class Connection:
         with contextlib.suppress(OSError, ConnectionError):
             await self._writer.wait_closed()
 
-    async def request(self, raw: bytes) -> Reply:
+    async def request(self, raw: bytes, on_head: Callable[[], None] | None = None) -> Reply:
+        """Send ``raw`` and read the whole reply; ``on_head`` is called once its head arrived."""
         started = time.perf_counter()
         self._writer.write(raw)
         head = await self._reader.readuntil(b"\r\n\r\n")
+        if on_head is not None:
+            on_head()
         status, headers = _parse_head(head)
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body, first = await self._read_chunked()
@@ -109,12 +112,12 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
-async def one(port: int, raw: bytes, limit_s: float = 30.0) -> Reply:
+async def one(port: int, raw: bytes, limit_s: float = 30.0, on_head: Callable[[], None] | None = None) -> Reply:
     """One request on a fresh connection, given at most ``limit_s`` seconds."""
     async with asyncio.timeout(limit_s):
         conn = await Connection.open(port)
         try:
-            return await conn.request(raw)
+            return await conn.request(raw, on_head)
         finally:
             await conn.close()
 

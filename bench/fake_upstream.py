@@ -12,7 +12,9 @@ It is a bare ``asyncio.Protocol`` on uvloop that answers from precomputed bytes:
   each later one ``event_delay`` seconds after the previous one (a slow model).
 * ``GET /healthz`` → 200; ``GET /v1/models`` → a one-model list.
 * ``POST /_bench/config`` with ``{"event_delay": S}`` → changes the delay at run time, so the
-  benchmark can switch scenarios without restarting the gateways in front.
+  benchmark can switch scenarios without restarting the gateways in front; ``"pings": N`` (default
+  0) adds N ``ping`` events after ``content_block_start`` (the real API sends them too), which
+  make a slow stream longer without changing its text.
 
 The parser understands what the three clients send (HTTP/1.1 keep-alive, ``Content-Length``
 bodies, requests one after another on a connection); a chunked request body gets a 501.
@@ -38,7 +40,7 @@ REPLY_TEXT = (
 REPLY_WORDS = REPLY_TEXT.split()
 DELTAS = [" ".join(REPLY_WORDS[i : i + 2]) + (" " if i + 2 < len(REPLY_WORDS) else "") for i in range(0, 40, 2)]
 MESSAGE_ID = "msg_01BenchFakeUpstreamReply"
-DEFAULT_MODEL = "claude-sonnet-4-5"
+DEFAULT_MODEL = "claude-sonnet-5-5"  # a current model: the gateway refuses retired ones
 INPUT_TOKENS = 12
 OUTPUT_TOKENS = 52
 
@@ -131,7 +133,7 @@ def _fixed(status: str, body: bytes, content_type: bytes = b"application/json") 
 class Replies:
     """Precomputed bytes of every reply for one model name."""
 
-    __slots__ = ("message", "stream_all", "stream_first", "stream_rest")
+    __slots__ = ("_with_pings", "message", "stream_all", "stream_first", "stream_rest")
 
     def __init__(self, model: str) -> None:
         self.message = _fixed("200 OK", message_body(model))
@@ -145,8 +147,17 @@ class Replies:
         self.stream_first = head + chunks[0]
         self.stream_rest = chunks[1:]
         self.stream_all = self.stream_first + b"".join(self.stream_rest)
+        self._with_pings: dict[int, list[bytes]] = {0: self.stream_rest}
+
+    def rest(self, pings: int) -> list[bytes]:
+        """The events after the first, with ``pings`` ping events after content_block_start."""
+        found = self._with_pings.get(pings)
+        if found is None:
+            found = self._with_pings[pings] = self.stream_rest[:1] + [PING] * pings + self.stream_rest[1:]
+        return found
 
 
+PING = _chunk(b'event: ping\ndata: {"type":"ping"}\n\n')
 _HEALTH = _fixed("200 OK", b'{"status":"ok"}')
 _MODELS = _fixed(
     "200 OK",
@@ -178,6 +189,7 @@ class Server:
 
     def __init__(self, event_delay: float) -> None:
         self.event_delay = event_delay
+        self.pings = 0
         self._replies: dict[bytes, Replies] = {}
         self._default = Replies(DEFAULT_MODEL)
 
@@ -195,13 +207,16 @@ class Server:
 
     def configure(self, body: bytes) -> bytes:
         try:
-            delay = float(json.loads(body)["event_delay"])
+            settings = json.loads(body)
+            delay = float(settings["event_delay"])
+            pings = int(settings.get("pings", 0))
         except (ValueError, KeyError, TypeError):
             return _BAD_REQUEST
-        if not 0 <= delay <= 10:
+        if not 0 <= delay <= 10 or not 0 <= pings <= 1000:
             return _BAD_REQUEST
         self.event_delay = delay
-        return _fixed("200 OK", _dumps({"event_delay": delay}))
+        self.pings = pings
+        return _fixed("200 OK", _dumps({"event_delay": delay, "pings": pings}))
 
 
 class Connection(asyncio.Protocol):
@@ -272,7 +287,7 @@ class Connection(asyncio.Protocol):
             else:
                 transport.write(replies.stream_first)
                 self._busy = True
-                self._schedule(replies.stream_rest, 0, self._server.event_delay)
+                self._schedule(replies.rest(self._server.pings), 0, self._server.event_delay)
         elif path == b"/healthz":
             transport.write(_HEALTH)
         elif method == b"GET" and path.endswith(b"/v1/models"):

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -88,7 +88,10 @@ class Services:
         cwd: Path,
         health_path: str,
         timeout: float,
+        probe: Callable[[int], bool] | None = None,
     ) -> Service:
+        """Start ``argv`` and wait until ``GET health_path`` answers 200 (or ``probe(port)`` is
+        true, for a service that does not speak HTTP)."""
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -103,7 +106,7 @@ class Services:
         service = Service(name, port, process, log_path)
         self.running.append(service)
         try:
-            wait_healthy(service, health_path, timeout)
+            wait_healthy(service, health_path, timeout, probe)
         except StartError:
             self.stop(service)
             raise
@@ -113,6 +116,11 @@ class Services:
         service.stop()
         if service in self.running:
             self.running.remove(service)
+
+    def stop_all_but(self, *keep: Service) -> None:
+        for service in reversed(self.running[:]):
+            if service not in keep:
+                self.stop(service)
 
     def stop_all(self) -> None:
         for service in reversed(self.running[:]):
@@ -151,14 +159,16 @@ def http_call(
         conn.close()
 
 
-def wait_healthy(service: Service, path: str, timeout: float) -> None:
+def wait_healthy(service: Service, path: str, timeout: float, probe: Callable[[int], bool] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not service.alive():
             raise StartError(f"{service.name} exited with code {service.process.returncode}:\n{service.log_tail()}")
         with contextlib.suppress(OSError, http.client.HTTPException):
-            status, _ = http_call(service.port, "GET", path, timeout=2.0)
-            if status == 200:
+            if probe is not None:
+                if probe(service.port):
+                    return
+            elif http_call(service.port, "GET", path, timeout=2.0)[0] == 200:
                 return
         time.sleep(0.2)
     raise StartError(
@@ -268,12 +278,40 @@ def terminate_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def raise_fd_limit(wanted: int = 16384) -> int:
-    """open1000 needs ~2000 sockets in the gateway; children inherit the raised soft limit."""
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to its hard limit; the services, wrk and the load
+    generator inherit it. open10000 needs two sockets per stream in the gateway (~20,000).
+    Returns the soft limit (before, after)."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = min(max(soft, wanted), hard)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return target
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return soft, fd_limit()
+
+
+def fd_limit() -> int:
+    """The open-file soft limit this process (and every process it starts) has now."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def redis_ping(port: int) -> bool:
+    """True once a redis-server on ``port`` answers PING (its readiness probe)."""
+    with socket.create_connection((LOOPBACK, port), timeout=1.0) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (TcpExt
+    ListenOverflows, machine-wide); 0 where /proc/net/netstat does not say."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    return 0

@@ -1,4 +1,5 @@
-"""Where claude-proxy spends its CPU under c32: py-spy samples it while wrk drives it.
+"""Where claude-proxy spends its CPU: py-spy samples it while wrk drives it — under c32, resp-c32,
+s32 and, when that gateway runs, c32 with a rate-limited key (limits-sqlite): ``profile_all``.
 
 py-spy runs with ``--native`` so that time in C shows too, and writes collapsed stacks
 (``--format raw``; speedscope.app opens them). Each sample is charged to one place: the cyclic
@@ -14,12 +15,13 @@ import shutil
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.procs import LOOPBACK
 from bench.scenarios import Bench
-from bench.targets import Target
+from bench.targets import Target, responses_variant
 from bench.wrk import write_script, wrk_argv
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -28,11 +30,42 @@ LIBC = "libc calls (socket send/recv, clock)"
 EVENT_LOOP = "event loop (uvloop/libuv C code)"
 
 
-def profile_c32(bench: Bench, target: Target, out: Path, seconds: float = 10.0) -> dict[str, Any]:
+def profile_all(
+    bench: Bench,
+    gateway: Target,
+    limited: Target | None,
+    directory: Path,
+    pattern: str,
+    log: Callable[[str], None],
+    seconds: float = 8.0,
+) -> dict[str, dict[str, Any]]:
+    """One py-spy profile per load that an issue-18 figure depends on; collapsed stacks in
+    ``directory`` (``pattern`` formatted with the load's name)."""
+    loads: list[tuple[str, Target, bool]] = [
+        ("c32", gateway, False),
+        ("resp-c32", responses_variant(gateway, store=False), False),
+        ("s32", gateway, True),
+    ]
+    if limited is not None:
+        loads.append(("limits-sqlite", limited, False))
+    profiles = {}
+    for name, target, stream in loads:
+        log(f"  profiling claude-proxy under {name}")
+        profiles[name] = profile_load(bench, target, directory / pattern.format(name), seconds, stream=stream)
+        if profiles[name].get("error"):
+            log(f"  profile failed: {profiles[name]['error']}")
+    return profiles
+
+
+def profile_load(
+    bench: Bench, target: Target, out: Path, seconds: float = 10.0, *, stream: bool = False
+) -> dict[str, Any]:
+    """py-spy on ``target`` for ``seconds`` while wrk drives it with 32 connections (streams when
+    ``stream``)."""
     pyspy = shutil.which("py-spy")
     if pyspy is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
-    script = write_script(bench.workdir, target.body, target.headers)
+    script = write_script(bench.workdir, target.stream_body if stream else target.body, target.headers)
     url = f"http://{LOOPBACK}:{target.port}{target.path}"
     argv = wrk_argv(bench.wrk, script, url, connections=32, seconds=seconds + 3, timeout_s=10)
     load = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,6 +7,7 @@ competes for the two cores. Everything started is stopped at the end, on errors 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -15,14 +16,18 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import litellm_peer
 from bench.procs import Services, StartError, raise_fd_limit, terminate_on_sigterm
-from bench.report import RESULTS, compute_ratios, compute_targets, render
-from bench.scenarios import RESPONSES, Bench, Plan, Row, run_scenario
+from bench.report import RESULTS, compute_ratios, compute_spread, compute_targets, median_rows, render
+from bench.scenarios import VARIANTS, Bench, Plan, Row, run_scenario
 from bench.targets import (
+    CLAUDE_PROXY,
+    DIRECT,
+    REFERENCE,
     Target,
     default_transport,
     direct_target,
@@ -30,17 +35,41 @@ from bench.targets import (
     start_fake_upstream,
     start_reference,
 )
+from bench.variants import Variant, sink_requests, start_variant
 from bench.wrk import ensure_wrk, wrk_version
 
-# Each Responses scenario runs right after the chat scenario it repeats, so their ratio compares
-# the two paths on (nearly) the same machine.
-ALL = ("c1", "c32", "resp-c32", "resp-c32-store", "s32", "resp-s32", "ttfb", "open1000")
-DIRECT_SCENARIOS = tuple(s for s in ALL if s not in RESPONSES)  # the fake upstream speaks Messages only
-LITELLM_SCENARIOS = tuple(s for s in ALL if s != "open1000")  # open1000 through LiteLLM would not fit the budget
+# The order scenarios run in: each Responses scenario right after the chat scenario it repeats, and
+# each variant right after c32, so that every ratio compares two figures taken moments apart.
+ALL = (
+    "c1",
+    "c32",
+    "limits-sqlite",
+    "limits-redis",
+    "workers2",
+    "tracing",
+    "resp-c32",
+    "resp-c32-store",
+    "s32",
+    "resp-s32",
+    "ttfb",
+    "open1000",
+    "open10000",
+)
+OPT_IN = ("open10000",)  # ~1-2 min on two cores: only with --only/--also
+DEFAULT = tuple(s for s in ALL if s not in OPT_IN)
+# What feeds a ratio runs every round; the rest once, in the first round.
+EVERY_ROUND = ("c1", "c32", "resp-c32", "s32", "resp-s32", *VARIANTS)
+SCENARIOS_OF = {
+    DIRECT: ("c1", "c32", "s32", "ttfb", "open1000"),  # the fake upstream speaks Messages only
+    CLAUDE_PROXY: tuple(s for s in ALL if s not in VARIANTS),
+    REFERENCE: ("c1", "c32", "resp-c32", "s32", "resp-s32"),
+}
+DIRECT_EVERY_ROUND = ("c1",)  # for the added latency; direct's other figures are a ceiling, once
+LITELLM_SCENARIOS = tuple(s for s in ALL if s not in VARIANTS and not s.startswith("open"))
 TRANSPORT_SCENARIOS = ("c32", "s32")
-REFERENCE_SCENARIOS = ("c1", "c32")
 TRANSPORTS = ("aiohttp", "httpx", "httpx2")  # httpx2 only when installed (the [httpx2] extra)
-PROFILE_FILE = "claude-proxy-profile-c32.collapsed"
+MAX_IN_FLIGHT = 16384  # the shipped 512 would shed open1000/open10000's streams with a 503, by design
+PROFILE_FILE = "claude-proxy-profile-{}.collapsed"
 
 
 class Clock:
@@ -54,23 +83,48 @@ class Clock:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short smoke run of the harness (numbers not comparable)")
-    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM column")
-    parser.add_argument("--no-transports", action="store_true", help="skip the upstream transport comparison")
     parser.add_argument(
-        "--profile", action="store_true", help="also profile claude-proxy under c32 with py-spy (+15 s)"
+        "--only", type=scenario_list, help=f"run only these scenarios, comma-separated (of: {','.join(ALL)})"
     )
     parser.add_argument(
-        "--reference", action="store_true", help="also measure a bare Starlette+aiohttp forwarder on c1/c32 (+25 s)"
+        "--also", type=scenario_list, default=(), help=f"add opt-in scenarios to the default set ({','.join(OPT_IN)})"
     )
+    parser.add_argument(
+        "--many-streams", type=int, metavar="N", help="open10000's stream count (default 10000; 1000 with --quick)"
+    )
+    parser.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy (builds its venv once)")
+    parser.add_argument("--no-litellm", action="store_true", help="(the default now) leave LiteLLM out")
+    parser.add_argument("--transports", action="store_true", help="also compare claude-proxy's upstream transports")
+    parser.add_argument("--no-transports", action="store_true", help="(the default now) leave the transports out")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile claude-proxy with py-spy under c32, resp-c32, s32, limits"
+    )
+    parser.add_argument("--reference", action="store_true", help="(always on now) the reference forwarder and relay")
     parser.add_argument(
         "--against",
         metavar="REV",
         help="only compare this tree's claude-proxy with the one at git commit REV, interleaved (c1, c32, s32)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="with --against: how many interleaved rounds")
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds of the ratio scenarios (default 3; 2 with --quick)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where latest.json and dated copies go")
     parser.add_argument("--keep-logs", action="store_true", help="keep the services' logs (printed path)")
     return parser.parse_args(argv)
+
+
+def scenario_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ALL]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
+    return names
+
+
+def selected(args: argparse.Namespace) -> tuple[str, ...]:
+    chosen = set(args.only) if args.only else set(DEFAULT) | set(args.also)
+    chosen |= {VARIANTS[s] for s in chosen if s in VARIANTS}  # a variant's figure is over the plain c32
+    return tuple(s for s in ALL if s in chosen)
 
 
 def machine() -> dict[str, Any]:
@@ -102,11 +156,18 @@ def describe(clock: Clock, scenario: str, row: Row) -> None:
     clock.log(f"  {row.target:<13} {scenario:<14} {rps:>10}  p50 {p50} ms  p99 {p99} ms  RSS {rss}{tail}")
 
 
-def measure(bench: Bench, clock: Clock, target: Target, scenarios: tuple[str, ...]) -> dict[str, Row]:
+def verified(clock: Clock, target: Target) -> str | None:
     problem = target.verify()
     if problem:
         clock.log(f"  {target.name}: answers are wrong, not measuring it: {problem}")
-        return {s: Row(target.name, problem=f"verification failed: {problem}") for s in scenarios}
+        return f"verification failed: {problem}"
+    return None
+
+
+def measure(bench: Bench, clock: Clock, target: Target, scenarios: tuple[str, ...]) -> dict[str, Row]:
+    problem = verified(clock, target)
+    if problem:
+        return {s: Row(target.name, problem=problem) for s in scenarios}
     rows = {}
     for scenario in scenarios:
         rows[scenario] = row = run_scenario(bench, target, scenario)
@@ -114,8 +175,108 @@ def measure(bench: Bench, clock: Clock, target: Target, scenarios: tuple[str, ..
     return rows
 
 
+@dataclass
+class Lineup:
+    """The targets measured in rounds, started once and kept up (idle between their turns)."""
+
+    targets: dict[str, Target]  # direct, claude-proxy, reference
+    variants: dict[str, Variant]
+    problems: dict[str, str]  # a target that did not start or answers wrongly: why
+
+    def turns(self, scenario: str, first: bool, number: int) -> list[tuple[str, Target | None, str | None]]:
+        """(target name, target, why not) for each target that runs ``scenario`` in this round."""
+        if scenario in VARIANTS:
+            variant = self.variants[scenario]
+            return [(CLAUDE_PROXY, variant.target, variant.problem)]
+        turns = []
+        for name in (DIRECT, CLAUDE_PROXY, REFERENCE):
+            if scenario not in SCENARIOS_OF[name]:
+                continue
+            if not first and (scenario not in EVERY_ROUND or (name == DIRECT and scenario not in DIRECT_EVERY_ROUND)):
+                continue
+            turns.append((name, self.targets.get(name), self.problems.get(name)))
+        if number % 2:  # alternate who goes first, so neither always meets the warmer machine
+            turns.reverse()
+        return turns
+
+
+def start_lineup(
+    services: Services, bench: Bench, clock: Clock, scenarios: tuple[str, ...], results: dict[str, Any]
+) -> Lineup:
+    lineup = Lineup({}, {}, {})
+    needs = {name for name, own in SCENARIOS_OF.items() if set(own) & set(scenarios)}
+    starters = {
+        DIRECT: lambda: direct_target(bench.upstream),
+        CLAUDE_PROXY: lambda: _main_gateway(services, bench, results),
+        REFERENCE: lambda: start_reference(services, bench.workdir, bench.upstream),
+    }
+    for name in (DIRECT, CLAUDE_PROXY, REFERENCE):
+        if name not in needs:
+            continue
+        clock.log(f"starting {name}")
+        try:
+            target = starters[name]()
+        except StartError as exc:
+            clock.log(f"  {name} did not start: {exc}")
+            lineup.problems[name] = f"did not start: {str(exc).splitlines()[0]}"
+            results["notes"].append(f"{name} did not start: {str(exc).splitlines()[0]}")
+            continue
+        problem = verified(clock, target)
+        if problem:
+            lineup.problems[name] = problem
+        else:
+            lineup.targets[name] = target
+    for name in (s for s in scenarios if s in VARIANTS):
+        clock.log(f"starting claude-proxy for {name}")
+        variant = lineup.variants[name] = start_variant(services, bench.workdir, bench.upstream, name, MAX_IN_FLIGHT)
+        if variant.target is not None:
+            variant.problem = verified(clock, variant.target)
+            if variant.problem:
+                variant.target = None
+        if variant.problem:
+            clock.log(f"  {name}: {variant.problem}")
+    return lineup
+
+
+def _main_gateway(services: Services, bench: Bench, results: dict[str, Any]) -> Target:
+    gateway, config = start_claude_proxy(
+        services, bench.workdir, bench.upstream, transport=None, max_in_flight=MAX_IN_FLIGHT
+    )
+    results["settings"]["claude_proxy_config"] = config
+    return gateway
+
+
+def run_rounds(
+    bench: Bench, clock: Clock, lineup: Lineup, scenarios: tuple[str, ...], rounds: int
+) -> list[dict[str, dict[str, dict[str, Any]]]]:
+    """Every selected scenario in round 1; the ratio scenarios again in each later round."""
+    measured: list[dict[str, dict[str, dict[str, Any]]]] = []
+    for number in range(rounds):
+        clock.log(f"round {number + 1} of {rounds}")
+        this: dict[str, dict[str, dict[str, Any]]] = {}
+        for scenario in scenarios:
+            for name, target, problem in lineup.turns(scenario, number == 0, number):
+                row = (
+                    Row(name, problem=problem or "not started")
+                    if target is None
+                    else run_scenario(bench, target, scenario)
+                )
+                row.target = name
+                if scenario == "tracing" and target is not None:
+                    info = lineup.variants[scenario].info or {}
+                    row.extra["otlp_posts_received"] = sink_requests(info["sink"])
+                this.setdefault(scenario, {})[name] = row.as_dict()
+                describe(clock, scenario, row)
+        measured.append(this)
+    return measured
+
+
 def run(args: argparse.Namespace, clock: Clock, workdir: Path) -> dict[str, Any]:
-    plan = Plan.quick() if args.quick else Plan()
+    plan = Plan.quick() if args.quick else Plan.rounds()
+    if args.many_streams:
+        plan = dataclasses.replace(plan, many_streams=args.many_streams)
+    rounds = args.rounds or (2 if args.quick else 3)
+    scenarios = selected(args)
     wrk = ensure_wrk()
     transport = default_transport()
     results: dict[str, Any] = {
@@ -124,15 +285,23 @@ def run(args: argparse.Namespace, clock: Clock, workdir: Path) -> dict[str, Any]
         "quick": args.quick,
         "machine": machine(),
         "tools": {"wrk": wrk_version(wrk)},
-        "settings": {"plan": plan.__dict__, "claude_proxy_transport": transport},
-        "scenarios": {s: {} for s in ALL},
+        "settings": {
+            "plan": plan.__dict__,
+            "rounds": rounds,
+            "selected": list(scenarios),
+            "partial": bool(args.only) or rounds < 3,
+            "fd_limit": args.fd_limit,
+            "claude_proxy_transport": transport,
+        },
+        "scenarios": {s: {} for s in scenarios},
+        "rounds": [],
         "transports": {},
         "notes": [],
         "profile": None,
     }
 
     install = None
-    if not args.no_litellm:
+    if args.litellm and not args.no_litellm:
         install = litellm_peer.ensure_installed(workdir)
         results["tools"]["litellm"] = {"version": litellm_peer.VERSION, "install": install.method, "note": install.note}
         if not install.ok:
@@ -147,55 +316,51 @@ def run(args: argparse.Namespace, clock: Clock, workdir: Path) -> dict[str, Any]
 
     def record(rows: dict[str, Row]) -> None:
         for scenario, row in rows.items():
-            results["scenarios"][scenario][row.target] = row.as_dict()
+            results["scenarios"].setdefault(scenario, {})[row.target] = row.as_dict()
 
     with Services(workdir) as services:
         clock.log("fake upstream")
         upstream = start_fake_upstream(services, workdir)
-        bench = Bench(wrk, workdir, upstream, plan)
-        record(measure(bench, clock, direct_target(upstream), DIRECT_SCENARIOS))
+        bench = Bench(wrk, workdir, upstream, plan, services.running)
+        lineup = start_lineup(services, bench, clock, scenarios, results)
+        results["rounds"] = run_rounds(bench, clock, lineup, scenarios, rounds)
+        results["scenarios"].update(median_rows(results["rounds"]))
 
-        clock.log(f"claude-proxy (transport {transport})")
-        try:
-            gateway, config = start_claude_proxy(services, workdir, upstream, transport=None, max_in_flight=1024)
-        except StartError as exc:
-            clock.log(f"  claude-proxy did not start: {exc}")
-            results["notes"].append(f"claude-proxy did not start: {str(exc).splitlines()[0]}")
-        else:
-            results["settings"]["claude_proxy_config"] = config
-            rows = measure(bench, clock, gateway, ALL)
-            record(rows)
-            results["transports"][transport] = {s: rows[s].as_dict() for s in TRANSPORT_SCENARIOS}
-            if args.profile:
-                from bench.profile import profile_c32
+        gateway = lineup.targets.get(CLAUDE_PROXY)
+        if gateway is not None:
+            results["transports"][transport] = {
+                s: results["scenarios"][s][CLAUDE_PROXY] for s in TRANSPORT_SCENARIOS if s in scenarios
+            }
+        if args.profile and gateway is not None:
+            from bench.profile import profile_all
 
-                clock.log("  profiling claude-proxy under c32 (py-spy)")
-                results["profile"] = profile_c32(bench, gateway, Path(tempfile.gettempdir()) / PROFILE_FILE)
-                if results["profile"].get("error"):
-                    clock.log(f"  profile failed: {results['profile']['error']}")
-            services.stop(gateway.service)
+            clock.log("profiling claude-proxy (py-spy)")
+            limited = lineup.variants.get("limits-sqlite")
+            results["profiles"] = profile_all(
+                bench,
+                gateway,
+                limited.target if limited else None,
+                Path(tempfile.gettempdir()),
+                PROFILE_FILE,
+                clock.log,
+            )
+            results["profile"] = results["profiles"].get("c32")
 
-        if not args.no_transports:
+        services.stop_all_but(upstream)  # the transports and LiteLLM are measured alone, as before
+
+        if args.transports and not args.no_transports:
             for other in (t for t in TRANSPORTS if t != transport):
                 clock.log(f"claude-proxy (transport {other})")
                 try:
-                    gateway, _ = start_claude_proxy(services, workdir, upstream, transport=other, max_in_flight=1024)
+                    other_gateway, _ = start_claude_proxy(
+                        services, workdir, upstream, transport=other, max_in_flight=MAX_IN_FLIGHT
+                    )
                 except StartError as exc:
                     clock.log(f"  did not start: {exc}")
                     continue
-                rows = measure(bench, clock, gateway, TRANSPORT_SCENARIOS)
+                rows = measure(bench, clock, other_gateway, TRANSPORT_SCENARIOS)
                 results["transports"][other] = {s: row.as_dict() for s, row in rows.items()}
-                services.stop(gateway.service)
-
-        if args.reference:
-            clock.log("reference forwarder (bench/reference.py)")
-            try:
-                reference = start_reference(services, workdir, upstream)
-            except StartError as exc:
-                clock.log(f"  did not start: {exc}")
-            else:
-                record(measure(bench, clock, reference, REFERENCE_SCENARIOS))
-                services.stop(reference.service)
+                services.stop(other_gateway.service)
 
         if install is not None and install.ok:
             clock.log(f"LiteLLM {litellm_peer.VERSION}")
@@ -206,12 +371,13 @@ def run(args: argparse.Namespace, clock: Clock, workdir: Path) -> dict[str, Any]
                 results["notes"].append(f"LiteLLM did not start: {str(exc).splitlines()[0]}")
             else:
                 results["settings"]["litellm_config"] = config
-                record(measure(bench, clock, peer, LITELLM_SCENARIOS))
+                record(measure(bench, clock, peer, tuple(s for s in LITELLM_SCENARIOS if s in scenarios)))
                 services.stop(peer.service)
 
     results["measuring_s"] = round(time.monotonic() - measuring_started, 1)
     results["elapsed_s"] = round(time.monotonic() - clock.started, 1)
     results["ratios"] = compute_ratios(results)
+    results["spread"] = compute_spread(results)
     results["targets"] = compute_targets(results)
     return results
 
@@ -221,12 +387,13 @@ def run_against(args: argparse.Namespace, clock: Clock, workdir: Path) -> int:
     from bench import against
 
     plan = Plan.quick() if args.quick else Plan()
+    rounds = args.rounds or 3
     with Services(workdir) as services:
         clock.log("fake upstream")
         upstream = start_fake_upstream(services, workdir)
         bench = Bench(ensure_wrk(), workdir, upstream, plan)
-        clock.log(f"this tree against {args.against}, {args.rounds} rounds")
-        result = against.compare(bench, services, args.against, args.rounds, clock.log)
+        clock.log(f"this tree against {args.against}, {rounds} rounds")
+        result = against.compare(bench, services, args.against, rounds, clock.log)
     result["machine"] = machine()
     path = Path(tempfile.gettempdir()) / "claude-proxy-bench-against.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -237,10 +404,13 @@ def run_against(args: argparse.Namespace, clock: Clock, workdir: Path) -> int:
 
 
 def save(results: dict[str, Any], directory: Path) -> list[Path]:
-    """``latest.json`` plus a dated copy; a --quick run goes to the temp dir only."""
+    """``latest.json`` plus a dated copy; a --quick run, or one of chosen scenarios (--only, or
+    --rounds below 3), goes to the temp dir only, so ``latest.json`` is always a whole run."""
     text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
-    if results["quick"]:
-        paths = [Path(tempfile.gettempdir()) / "claude-proxy-bench-quick.json"]
+    partial = results["settings"].get("partial")
+    if results["quick"] or partial:
+        name = "quick" if results["quick"] else "partial"
+        paths = [Path(tempfile.gettempdir()) / f"claude-proxy-bench-{name}.json"]
     else:
         directory.mkdir(parents=True, exist_ok=True)
         stamp = dt.datetime.fromisoformat(results["started_utc"]).strftime("%Y-%m-%dT%H%M%SZ")
@@ -255,7 +425,13 @@ def save(results: dict[str, Any], directory: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     clock = Clock()
-    raise_fd_limit()
+    before, args.fd_limit = raise_fd_limit()
+    if args.fd_limit > before:
+        clock.log(
+            f"raised the open-file limit from {before:,} to {args.fd_limit:,} (the hard limit); services inherit it"
+        )
+    else:
+        clock.log(f"open-file limit {args.fd_limit:,} (already the hard limit)")
     workdir = Path(tempfile.mkdtemp(prefix="claude-proxy-bench-"))
     try:
         with terminate_on_sigterm():

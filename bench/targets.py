@@ -28,6 +28,8 @@ RESPONSES_PATH = "/v1/responses"
 # A Responses stream ends with exactly one of these (no `[DONE]`); only the first means success.
 RESPONSES_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
+Dialect = Literal["anthropic", "openai", "responses"]
+
 DIRECT = "direct"
 CLAUDE_PROXY = "claude-proxy"
 LITELLM = "litellm"
@@ -42,8 +44,10 @@ class Target:
     headers: dict[str, str]
     body: bytes
     stream_body: bytes
-    dialect: Literal["anthropic", "openai", "responses"]
-    streams: bool = True  # the reference forwarder answers non-streaming requests only
+    dialect: Dialect
+    # The dialect of streamed answers when it differs: the reference's bare relay passes the
+    # upstream's Messages events through untranslated, whatever the client asked.
+    stream_dialect: Dialect | None = None
 
     @property
     def port(self) -> int:
@@ -51,19 +55,11 @@ class Target:
 
     def check(self, stream: bool, status: int, body: bytes) -> str | None:
         """None when the reply is the fake upstream's answer, translated; else what is wrong."""
-        if status != 200:
-            return f"status {status}: {body[:200]!r}"
-        try:
-            text = _stream_text(body, self.dialect) if stream else _message_text(body, self.dialect)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return f"unreadable reply ({exc!r}): {body[:200]!r}"
-        if text != REPLY_TEXT:
-            return f"wrong text {text[:80]!r}…"
-        return None
+        return check_reply((self.stream_dialect or self.dialect) if stream else self.dialect, stream, status, body)
 
     def verify(self) -> str | None:
         """One plain and one streamed request; None when both come back right."""
-        for stream, body in ((False, self.body), (True, self.stream_body))[: 2 if self.streams else 1]:
+        for stream, body in ((False, self.body), (True, self.stream_body)):
             try:
                 status, reply = http_call(self.port, "POST", self.path, body, self.headers, timeout=30)
             except (OSError, http.client.HTTPException) as exc:
@@ -72,6 +68,21 @@ class Target:
             if problem:
                 return f"{'stream' if stream else 'request'}: {problem}"
         return None
+
+
+def check_reply(dialect: Dialect, stream: bool, status: int, body: bytes) -> str | None:
+    """None when ``body`` is the fake upstream's answer in ``dialect``: every event of a stream is
+    parsed and its text joined; else what is wrong. A function, so the separate load generator of
+    open10000 checks with the same code."""
+    if status != 200:
+        return f"status {status}: {body[:200]!r}"
+    try:
+        text = _stream_text(body, dialect) if stream else _message_text(body, dialect)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"unreadable reply ({exc!r}): {body[:200]!r}"
+    if text != REPLY_TEXT:
+        return f"wrong text {text[:80]!r}…"
+    return None
 
 
 def _dumps(value: Any) -> bytes:
@@ -178,8 +189,10 @@ def start_fake_upstream(services: Services, workdir: Path) -> Service:
     return services.start("fake-upstream", argv, port=port, env=env, cwd=workdir, health_path="/healthz", timeout=20)
 
 
-def set_event_delay(upstream: Service, seconds: float) -> None:
-    status, body = http_call(upstream.port, "POST", "/_bench/config", _dumps({"event_delay": seconds}))
+def set_event_delay(upstream: Service, seconds: float, pings: int = 0) -> None:
+    """The fake upstream's gap between stream events, and how many ping events a slow stream adds."""
+    settings = {"event_delay": seconds, "pings": pings}
+    status, body = http_call(upstream.port, "POST", "/_bench/config", _dumps(settings))
     if status != 200:
         raise RuntimeError(f"fake upstream refused event_delay={seconds}: {body!r}")
 
@@ -209,36 +222,47 @@ def start_claude_proxy(
     max_in_flight: int,
     code: Path = REPO,
     label: str | None = None,
+    config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    key: str = CLIENT_KEY,
 ) -> tuple[Target, dict[str, Any]]:
-    """claude-proxy as shipped (one uvicorn worker, uvloop + httptools, its own logging), with
-    ``upstream.max_in_flight`` raised to hold open1000 and, when given, the upstream transport.
-    ``code`` is the checkout whose ``proxy`` package runs (another commit's work tree for --against)."""
+    """claude-proxy as shipped (uvicorn with uvloop + httptools, its own logging; one worker unless
+    ``workers``), with ``upstream.max_in_flight`` raised to hold the open-streams scenarios and,
+    when given, the upstream transport. ``config`` adds top-level settings (e.g. ``client_keys``),
+    ``env`` environment variables (e.g. ``PROXY_STORE``, ``PROXY_TRACING``); ``key`` is the client
+    key the target sends. ``code`` is the checkout whose ``proxy`` package runs (another commit's
+    work tree for --against)."""
     upstream_settings: dict[str, Any] = {"max_in_flight": max_in_flight}
     if transport is not None:
         upstream_settings["transport"] = transport
-    config = {"upstream": upstream_settings}
+    settings = {**(config or {}), "upstream": upstream_settings}
     label = label or transport or "default"
     config_path = workdir / f"claude-proxy-{label}.yaml"
-    config_path.write_text(json.dumps(config))  # JSON is YAML
+    config_path.write_text(json.dumps(settings))  # JSON is YAML
     port = free_port()
     argv = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--config", str(config_path)]
-    env = clean_env(
+    if workers != 1:
+        argv += ["--workers", str(workers)]
+    environment = clean_env(
         PYTHONPATH=str(code),
         ANTHROPIC_API_KEY="anything",
         ANTHROPIC_BASE_URL=f"http://{LOOPBACK}:{upstream.port}",
         PROXY_API_KEYS=CLIENT_KEY,
         PROXY_STORE=str(workdir / f"claude-proxy-{label}.db"),
     )
+    environment.update(env or {})
     service = services.start(
-        f"claude-proxy-{label}", argv, port=port, env=env, cwd=workdir, health_path="/healthz", timeout=30
+        f"claude-proxy-{label}", argv, port=port, env=environment, cwd=workdir, health_path="/healthz", timeout=30
     )
     plain, stream = request_bodies()
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
-    return Target(CLAUDE_PROXY, service, "/v1/chat/completions", headers, plain, stream, "openai"), config
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    return Target(CLAUDE_PROXY, service, "/v1/chat/completions", headers, plain, stream, "openai"), settings
 
 
 def start_reference(services: Services, workdir: Path, upstream: Service) -> Target:
-    """The calibration forwarder of bench/reference.py on the same server stack as claude-proxy."""
+    """The calibration forwarder of bench/reference.py on the same server stack as claude-proxy:
+    it translates plain requests (chat and Responses) and relays streams untranslated."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.reference", "--port", str(port)]
     argv += ["--upstream", f"http://{LOOPBACK}:{upstream.port}"]
@@ -246,4 +270,5 @@ def start_reference(services: Services, workdir: Path, upstream: Service) -> Tar
     service = services.start("reference", argv, port=port, env=env, cwd=workdir, health_path="/healthz", timeout=30)
     plain, stream = request_bodies()
     headers = {"Content-Type": "application/json"}
-    return Target(REFERENCE, service, "/v1/chat/completions", headers, plain, stream, "openai", streams=False)
+    path = "/v1/chat/completions"
+    return Target(REFERENCE, service, path, headers, plain, stream, "openai", stream_dialect="anthropic")
