@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -25,7 +25,7 @@ import redis.asyncio
 from redis.client import NEVER_DECODE
 from redis.exceptions import RedisError
 
-from proxy.keys.limits import Budgets, RedisBudgets
+from proxy.keys.limits import Budgets, RateWindows, RedisBudgets, Windows
 from proxy.keys.records import ClientKeyRecord
 from proxy.keys.responses import StoredResponses
 from proxy.keys.store import (
@@ -39,9 +39,6 @@ from proxy.keys.store import (
     next_month_start,
     redact_url,
 )
-
-if TYPE_CHECKING:
-    from limits.aio.storage import Storage
 
 DEFAULT_PREFIX = "claude-proxy:"
 MAX_CONNECTIONS = 64  # per process; `?max_connections=N` in the URL overrides it
@@ -104,7 +101,7 @@ class RedisStore(KeyStore):
         self._days = f"{self.prefix}usage:days"
         self._create = self.client.register_script(_CREATE)
         self._replace = self.client.register_script(_REPLACE)
-        self._rate_storage: Storage | None = None
+        self._windows: Windows | None = None
         self._budgets: RedisBudgets | None = None
 
     def _error(self, exc: Exception) -> StoreError:
@@ -253,18 +250,19 @@ class RedisStore(KeyStore):
 
     # --- limiter state -------------------------------------------------------------------
 
-    def rate_storage(self) -> Storage:
-        if self._rate_storage is None:
+    def rate_windows(self) -> Windows:
+        if self._windows is None:
             from limits.aio.storage import RedisStorage
 
             # Shares this store's connection pool; the URI only names the client flavour.
-            self._rate_storage = RedisStorage(
+            storage = RedisStorage(
                 "async+redis://localhost:6379",
                 implementation="redispy",
                 key_prefix=f"{self.prefix}limits",
                 connection_pool=self.client.connection_pool,  # type: ignore[arg-type]
             )
-        return self._rate_storage
+            self._windows = RateWindows(storage)
+        return self._windows
 
     def budgets(self) -> Budgets:
         if self._budgets is None:

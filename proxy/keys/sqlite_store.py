@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
-from proxy.keys.limits import Budgets, MemoryBudgets
+from proxy.keys.limits import Budgets, MemoryBudgets, MemoryWindows, Windows
 from proxy.keys.records import ClientKeyRecord
 from proxy.keys.responses import StoredResponses
 from proxy.keys.store import (
@@ -42,9 +42,6 @@ from proxy.keys.store import (
     month_of,
     next_month_start,
 )
-
-if TYPE_CHECKING:
-    from limits.aio.storage import Storage
 
 T = TypeVar("T")
 
@@ -177,7 +174,7 @@ class SQLiteStore(KeyStore):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._closed = False
-        self._rate_storage: Storage | None = None
+        self._windows: Windows | None = None
         self._budgets = MemoryBudgets()
         self._responses: list[SQLiteResponses] = []  # flushed by aclose, before the connection goes
 
@@ -367,12 +364,10 @@ class SQLiteStore(KeyStore):
 
     # --- limiter state -------------------------------------------------------------------
 
-    def rate_storage(self) -> Storage:
-        if self._rate_storage is None:
-            from limits.aio.storage import MemoryStorage
-
-            self._rate_storage = MemoryStorage()
-        return self._rate_storage
+    def rate_windows(self) -> Windows:
+        if self._windows is None:
+            self._windows = MemoryWindows()  # one process per file: its windows live in memory
+        return self._windows
 
     def budgets(self) -> Budgets:
         return self._budgets

@@ -15,14 +15,11 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from proxy.keys.records import ClientKeyRecord
 from proxy.keys.responses import StoredResponses
-
-if TYPE_CHECKING:
-    from limits.aio.storage import Storage
 
 
 class StoreError(Exception):
@@ -115,6 +112,30 @@ def seconds_until_next_month(moment: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowState:
+    limit: int
+    remaining: int
+    reset: float  # seconds until the window has room again: 0 while it has (x-ratelimit-reset-*)
+
+
+class Windows(Protocol):
+    """The per-minute request and token windows of every key, keyed by key name
+    (`proxy.keys.limits`: in memory, or in Redis)."""
+
+    async def hit_request(self, name: str, rpm: int) -> bool: ...
+
+    async def request_state(self, name: str, rpm: int, now: float) -> WindowState: ...
+
+    async def hit_tokens(self, name: str, tpm: int, cost: int) -> bool: ...
+
+    async def adjust_tokens(self, name: str, tpm: int, delta: int) -> None: ...
+
+    async def token_state(self, name: str, tpm: int, now: float, need: int = 0) -> WindowState: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetCheck:
     reserved: int  # tokens reserved (0 when refused)
     exhausted: str | None  # "daily" or "monthly" when refused
@@ -204,8 +225,8 @@ class KeyStore(abc.ABC):
         """Tokens used per key on ``day`` and in its month, from the ledger."""
 
     @abc.abstractmethod
-    def rate_storage(self) -> Storage:
-        """The ``limits`` storage the request and token windows live in."""
+    def rate_windows(self) -> Windows:
+        """The request and token windows of every key."""
 
     @abc.abstractmethod
     def budgets(self) -> Budgets:
