@@ -18,6 +18,8 @@ from starlette.routing import Route
 from proxy import metrics
 from proxy.access import AccessMiddleware
 from proxy.config import Settings
+from proxy.console import routes as console_routes
+from proxy.console.health import publish_upstream_in_flight
 from proxy.dialects import DIALECTS
 from proxy.disconnect import ClientGone
 from proxy.errors import InvalidRequest, NotFound, ProxyError
@@ -148,11 +150,14 @@ def create_app(
         if drain_on_signal:
             install_drain(settings.shutdown.drain_delay)
         await refresher.start()  # the upstream's capabilities, waited for briefly
+        publisher = publish_upstream_in_flight(lambda: gateway.upstream.in_flight)  # the console's health page
         LIFECYCLE.ready = True
         try:
             yield
         finally:
             LIFECYCLE.ready = False
+            if publisher is not None:
+                publisher.cancel()
             await refresher.aclose()
             await gateway.upstream.aclose()
             await gateway.keys.aclose()
@@ -173,6 +178,8 @@ def create_app(
             lambda request: request.app.state.gateway.keys,
             lambda request: request.app.state.gateway.bad_keys,  # wrong admin keys count as guesses too
         ),
+        # The web console: more routes, no middleware (nothing on the completion path).
+        *console_routes(lambda request: request.app.state.gateway),
     ]
     return Starlette(
         routes=routes,

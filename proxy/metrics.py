@@ -10,7 +10,7 @@ import functools
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -56,15 +56,42 @@ UPSTREAM_KEYS = Gauge(
     ["state"],
     multiprocess_mode="liveall",
 )
+# Each upstream key by its label (last four characters), kept up to date by the key pool when a key
+# rests or is refused, so that every worker's view reaches the aggregate without a scrape of each:
+# the latest "resting until" any live worker was told, and whether any worker had it refused.
+UPSTREAM_KEY_RESTING_UNTIL = Gauge(
+    "claude_proxy_upstream_key_resting_until_seconds",
+    "Unix time until which an upstream key rests after a 429 (0: not resting), by key label.",
+    ["key"],
+    multiprocess_mode="livemax",
+)
+UPSTREAM_KEY_REFUSED = Gauge(
+    "claude_proxy_upstream_key_refused",
+    "1 once the upstream refused a key (401) and it left the rotation, by key label.",
+    ["key"],
+    multiprocess_mode="livemax",
+)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "claude_proxy_upstream_in_flight", "Upstream calls in flight right now.", multiprocess_mode="livesum"
+)
+
+
+def multiprocess_mode() -> bool:
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def registry() -> CollectorRegistry:
+    """What ``/metrics`` reads: every worker's samples in multi-worker mode, else this process's."""
+    if multiprocess_mode():
+        aggregate = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
+        return aggregate
+    return REGISTRY
 
 
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type; all workers' samples in multi-worker mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
 
 
 @functools.lru_cache(maxsize=8192)
@@ -117,3 +144,9 @@ def record_key_pool(states: list[dict[str, Any]]) -> None:
             counts["healthy"] += 1
     for name, count in counts.items():
         UPSTREAM_KEYS.labels(name).set(count)
+
+
+def record_upstream_key(label: str, resting_until: float, refused: bool) -> None:
+    """One upstream key's state: ``resting_until`` is a Unix time (0 when it is not resting)."""
+    UPSTREAM_KEY_RESTING_UNTIL.labels(label).set(resting_until)
+    UPSTREAM_KEY_REFUSED.labels(label).set(1 if refused else 0)

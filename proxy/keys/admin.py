@@ -181,9 +181,23 @@ async def _get(keys: KeyService, request: Request) -> Response:
 
 async def _patch(keys: KeyService, request: Request) -> Response:
     body = await _body(request)
-    if set(body) != {"enabled"} or not isinstance(body["enabled"], bool):
+    name = request.path_params["name"]
+    enabled = body.pop("enabled", None)
+    if enabled is not None and not isinstance(enabled, bool):
         raise InvalidRequest('Send {"enabled": true} or {"enabled": false}.', param="enabled")
-    record = await keys.set_enabled(request.path_params["name"], body["enabled"])
+    if not body and enabled is None:
+        raise InvalidRequest(
+            "Send the fields to change: enabled, models, rpm, tpm, daily_tokens, monthly_tokens, "
+            "expires_at or metadata."
+        )
+    if body:
+        try:
+            await keys.update_key(name, body)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+    record = await keys.set_enabled(name, enabled) if enabled is not None else await keys.key_record(name)
     return _json(record.view(keys.clock()))
 
 

@@ -15,9 +15,9 @@ Layout (prefix ``claude-proxy:`` unless the URL says ``?prefix=…``):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -35,6 +35,7 @@ from proxy.keys.store import (
     KeyStore,
     StoreError,
     UsageRow,
+    changed,
     month_of,
     next_month_start,
     redact_url,
@@ -177,6 +178,14 @@ class RedisStore(KeyStore):
         if record.enabled == enabled:
             return record
         updated = record.model_copy(update={"enabled": enabled})
+        await self._replace_record(updated)
+        return updated
+
+    async def update_key(self, name: str, changes: Mapping[str, Any]) -> ClientKeyRecord:
+        record = await self._require(name)
+        if record.revoked_at is not None:
+            raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
+        updated = changed(record, changes)
         await self._replace_record(updated)
         return updated
 

@@ -596,6 +596,16 @@ class KeyService:
         await self._refresh_now()
         return record
 
+    async def update_key(self, name: str, changes: Mapping[str, Any]) -> ClientKeyRecord:
+        """Changes a stored key's models, limits, budgets, expiry or metadata (``None`` clears one).
+        Raises ``ValueError`` (pydantic's ``ValidationError`` is one) for an invalid change."""
+        if name in self._config_names():
+            raise ConfigKeyReadOnly(f"the key {name!r} is declared in the config file; change it there")
+        record = await self.store.update_key(name, changes)
+        log.info("changed client key %s: %s", name, ", ".join(sorted(changes)))
+        await self._refresh_now()
+        return record
+
     async def _refresh_now(self) -> None:
         try:
             await self.refresh(force=True)

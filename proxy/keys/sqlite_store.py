@@ -24,10 +24,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from proxy.keys.limits import Budgets, MemoryBudgets, MemoryWindows, Windows
 from proxy.keys.records import ClientKeyRecord
@@ -39,6 +39,7 @@ from proxy.keys.store import (
     KeyStore,
     StoreError,
     UsageRow,
+    changed,
     month_of,
     next_month_start,
 )
@@ -303,6 +304,17 @@ class SQLiteStore(KeyStore):
             if record.enabled == enabled:
                 return record
             updated = record.model_copy(update={"enabled": enabled})
+            _put(conn, updated)
+            return updated
+
+        return await self._run(True, lambda conn: self._transaction(_present(conn), write))
+
+    async def update_key(self, name: str, changes: Mapping[str, Any]) -> ClientKeyRecord:
+        def write(conn: sqlite3.Connection) -> ClientKeyRecord:
+            record = _require(conn, name)
+            if record.revoked_at is not None:
+                raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
+            updated = changed(record, changes)
             _put(conn, updated)
             return updated
 

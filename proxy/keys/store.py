@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -213,6 +213,11 @@ class KeyStore(abc.ABC):
         """Raises ``KeyNotFound``, or ``KeyRevoked`` for a revoked key."""
 
     @abc.abstractmethod
+    async def update_key(self, name: str, changes: Mapping[str, Any]) -> ClientKeyRecord:
+        """The record with ``changes`` (fields of `KeyFields`) applied and validated, stored.
+        Raises ``KeyNotFound``, ``KeyRevoked`` for a revoked key, ``ValueError`` for an invalid change."""
+
+    @abc.abstractmethod
     async def record_usage(self, rows: Sequence[UsageRow]) -> None:
         """Adds the rows to the ledger (summing with what is there for the same key, model and day)."""
 
@@ -280,3 +285,16 @@ def _redact_param(pair: str) -> str:
     name, equals, _ = pair.partition("=")
     secret = equals and any(word in name.lower() for word in _SECRET_QUERY_WORDS)
     return f"{name}=***" if secret else pair
+
+
+EDITABLE = frozenset({"models", "rpm", "tpm", "daily_tokens", "monthly_tokens", "expires_at", "metadata"})
+
+
+def changed(record: ClientKeyRecord, changes: Mapping[str, Any]) -> ClientKeyRecord:
+    """``record`` with ``changes`` applied, validated as a new record would be (``ValueError`` if not)."""
+    unknown = set(changes) - EDITABLE
+    if unknown:
+        raise ValueError(
+            f"cannot change {', '.join(sorted(unknown))} of a key (editable: {', '.join(sorted(EDITABLE))})"
+        )
+    return ClientKeyRecord.model_validate({**record.model_dump(), **changes})

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from proxy import metrics
+
 log = logging.getLogger("proxy.keypool")
 
 
@@ -48,6 +50,8 @@ class KeyPool:
             raise ValueError("a key pool needs at least one key")
         self.keys = list(keys)
         self._clock = clock
+        for key in self.keys:
+            self._publish(key)
 
     def acquire(self) -> UpstreamKey:
         now = self._clock()
@@ -75,11 +79,20 @@ class KeyPool:
     def rest(self, key: UpstreamKey, seconds: float) -> None:
         key.resting_until = max(key.resting_until, self._clock() + seconds)
         log.info("upstream key %s rate-limited; resting %.1fs", key.label, seconds)
+        self._publish(key)
 
     def disable(self, key: UpstreamKey) -> None:
         if not key.disabled:
             key.disabled = True
             log.error("upstream key %s was refused (401); removed from rotation until restart", key.label)
+            self._publish(key)
+
+    def _publish(self, key: UpstreamKey) -> None:
+        # Only on a change (start, a 429, a 401), never per request: the metric is what makes a key's
+        # state visible across workers (the console's health page, /metrics).
+        now = self._clock()
+        until = time.time() + (key.resting_until - now) if key.resting_until > now else 0.0
+        metrics.record_upstream_key(key.label, until, key.disabled)
 
     def state(self) -> list[dict[str, object]]:
         """A loggable snapshot: labels and health, never secrets."""
