@@ -18,7 +18,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import metrics
+from proxy import metrics, tracing
 from proxy.errors import InvalidRequest
 from proxy.exchange import Exchange, open_exchange
 
@@ -137,6 +137,11 @@ class AccessMiddleware:
             fields["dropped"] = list(exchange.dropped)
         if error is not None:
             fields["error"] = error
+        if exchange.trace is not None:  # a log line leads to its trace
+            fields["trace_id"] = exchange.trace.trace_id
+            fields["span_id"] = exchange.trace.span_id
+            # The request's last line: a later request served in this task (a test client's) is not this one.
+            tracing.CURRENT.set(None)
         if exchange.payloads_logged:  # only when log_payloads is on
             fields["request_body"] = exchange.request_body
             fields["response_body"] = exchange.response_body

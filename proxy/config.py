@@ -31,6 +31,7 @@ from proxy.keys.records import ClientKeyConfig, keys_from_config
 from proxy.keys.responses import DEFAULT_MAX_STORED_BYTES, DEFAULT_RETENTION
 from proxy.keys.store import is_redis_url
 from proxy.models import CapsRow, ModelTable
+from proxy.tracing.extra import INSTALL_HINT, installed
 
 
 class ConfigError(Exception):
@@ -171,6 +172,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     log_payloads: bool = False
+    tracing: bool = Field(
+        False,
+        description="export OpenTelemetry traces over OTLP/HTTP, configured by the standard OTEL_* variables "
+        f"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...); needs {INSTALL_HINT}",
+    )
 
     anthropic_api_key: Annotated[list[UpstreamKeySetting], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
@@ -259,6 +265,13 @@ class Settings(BaseSettings):
     def _config_keys_resolve(self) -> Settings:
         keys_from_config(self.client_keys)  # a secret_env that is not set fails here, at start-up
         return self
+
+    @field_validator("tracing")
+    @classmethod
+    def _tracing_installed(cls, value: bool) -> bool:
+        if value and not installed():
+            raise ValueError(f"tracing is on but OpenTelemetry is not installed: {INSTALL_HINT}")
+        return value
 
     @field_validator("anthropic_api_key", "api_keys", "forwarded_allow_ips", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from proxy import metrics
 
 if TYPE_CHECKING:
     from proxy.keys import Admission, KeyService
+    from proxy.tracing.spans import RequestTrace
     from proxy.upstream import UpstreamReply, UpstreamStream
     from proxy.usage import Usage
 
@@ -39,6 +40,7 @@ class Exchange:
     request_body: Any = None  # payloads, only when `log_payloads` is on
     response_body: Any = None
     payloads_logged: bool = False
+    trace: RequestTrace | None = None  # the request's span, only when tracing is on
 
     def note_upstream(self, reply: UpstreamReply | UpstreamStream) -> None:
         self.attempts = reply.attempts

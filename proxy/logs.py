@@ -31,6 +31,8 @@ from typing import Any, TextIO
 import orjson
 import uvicorn
 
+from proxy import tracing
+
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -52,6 +54,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        trace = tracing.CURRENT.get()
+        if trace is not None:  # written while serving a traced request: the line leads to its trace
+            line["trace_id"] = trace.trace_id
+            line["span_id"] = trace.span_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)

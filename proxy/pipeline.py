@@ -31,7 +31,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy import metrics
+from proxy import metrics, tracing
 from proxy.dialects.base import Answer, ChoiceTranslator, Dialect, Endpoint, Inbound, Outbound, StreamTranslator
 from proxy.disconnect import ClientGone, until_disconnect
 from proxy.errors import ProxyError, UpstreamError
@@ -75,7 +75,10 @@ async def serve(dialect: Dialect, where: Endpoint, request: Request) -> Response
     exchange = exchange_of(request.scope)
     started = time.perf_counter()
     async with contextlib.AsyncExitStack() as owner:
-        owner.push_async_callback(exchange.settle, gateway.keys)  # last: after usage is noted and the upstream closed
+        if gateway.settings.tracing:  # off, the one thing tracing costs a request
+            # Pushed first, so ended last: after the upstream is closed and the usage settled.
+            owner.push(tracing.start(request, where, exchange, gateway.settings.log_payloads).exit)
+        owner.push_async_callback(exchange.settle, gateway.keys)  # after usage is noted and the upstream closed
         try:
             response = await _serve(dialect, where, gateway, request, exchange, started, owner)
         except ProxyError as exc:
@@ -83,6 +86,8 @@ async def serve(dialect: Dialect, where: Endpoint, request: Request) -> Response
         except ClientGone:
             exchange.error = "client_disconnected"
             response = Response(status_code=499)  # nobody reads it; the status is for the access line
+        if exchange.trace is not None:
+            exchange.trace.answered(response.status_code)
         if isinstance(response, EventStreamResponse):
             response.adopt(owner.pop_all())  # nothing can fail between here and the response's start
         return response
@@ -106,6 +111,8 @@ async def _serve(
     models = gateway.models  # one table for the whole request, even if a refresh swaps it meanwhile
     outbound = dialect.parse(where, body, Inbound(models, gateway.settings, request.headers, loaded))
     exchange.model, exchange.stream, exchange.dropped = outbound.model, outbound.stream, outbound.dropped
+    if exchange.trace is not None:
+        exchange.trace.request(outbound)
     exchange.model_warning = models.check_serving(outbound.model)  # retired / unknown: a 404 here
     gateway.keys.check_model(principal, outbound.model)
     # Only token limits and budgets reserve an estimate; walking the body for nothing costs every request.
@@ -127,7 +134,7 @@ async def _complete(
     dialect: Dialect, gateway: Gateway, request: Request, exchange: Exchange, outbound: Outbound, started: float
 ) -> tuple[Response, Any]:
     def call() -> Awaitable[UpstreamReply]:
-        return gateway.upstream.request("POST", outbound.path, outbound.payload, outbound.headers)
+        return gateway.upstream.request("POST", outbound.path, outbound.payload, outbound.headers, trace=exchange.trace)
 
     if outbound.n == 1:
         replies = [await until_disconnect(request.receive, call())]
@@ -136,6 +143,8 @@ async def _complete(
     # Any failed choice fails the request: a partial answer would mislead.
     failed = next((reply for reply in replies if reply.status != 200), None)
     exchange.note_upstream(failed or replies[0])
+    if exchange.trace is not None:
+        exchange.trace.replies(replies)
     if failed is not None:
         answer = _failure(dialect, failed)
     else:
@@ -189,10 +198,11 @@ async def _stream(
     owner: contextlib.AsyncExitStack,
     principal: Principal,
 ) -> Response:
+    trace = exchange.trace
     # Each opening is owned on its own: one that completes while the others are cancelled (the
     # client left) is still closed, which a bare gather would lose.
     openings = [
-        owned(owner, gateway.upstream.open_stream(outbound.path, outbound.payload, outbound.headers))
+        owned(owner, gateway.upstream.open_stream(outbound.path, outbound.payload, outbound.headers, trace=trace))
         for _ in range(outbound.n)
     ]
     if outbound.n == 1:
@@ -221,11 +231,13 @@ async def _stream(
             async def keep() -> None:
                 await _keep_streamed(dialect, outbound, translator, gateway, principal)
 
-        body = _relay(streams[0], translator, dialect.passthrough, exchange, started, keep)
+        relayed = translator if trace is None else trace.watch(translator)
+        body = _relay(streams[0], relayed, dialect.passthrough, exchange, started, keep)
     else:
         choices = dialect.relay_choices(outbound)
         owner.callback(lambda: exchange.note_usage(choices.tokens))
-        body = _relay_choices(streams, choices, exchange, started)
+        merged = choices if trace is None else trace.watch_choices(choices, outbound.n)
+        body = _relay_choices(streams, merged, exchange, started)
     if exchange.payloads_logged:
         body = _logged_stream(body, exchange)
     headers = {**SSE_HEADERS, **answer_headers(streams[0], started), **_limit_headers(exchange)}
@@ -360,6 +372,8 @@ def _first_token(exchange: Exchange, started: float) -> None:
     metrics.series(metrics.TIME_TO_FIRST_TOKEN, metrics.model_label(exchange.model)).observe(
         time.perf_counter() - started
     )
+    if exchange.trace is not None:
+        exchange.trace.first_token()
 
 
 # --- headers, errors, payload logging ----------------------------------------------------

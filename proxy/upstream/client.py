@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -44,6 +45,9 @@ from proxy.upstream.reply import MAX_ERROR_BODY, UpstreamReply, UpstreamStream
 from proxy.upstream.retry import _R, RETRYABLE_STATUS, Attempt, _Retry, retry_after_failure
 from proxy.upstream.scrub import Scrubber
 
+if TYPE_CHECKING:
+    from proxy.tracing.spans import AttemptTrace, RequestTrace
+
 log = logging.getLogger("proxy.upstream")
 
 
@@ -64,6 +68,7 @@ class Upstream:
         # The simulator needs no key; it still gets one so every request looks like a real one.
         self.keys = KeyPool(configured or [UpstreamKey("simulator-key", label="simulator")], clock=clock)
         self.scrubber = Scrubber([k.secret for k in configured], settings.anthropic_base_url)
+        self.base_url = settings.anthropic_base_url
         self.in_flight = 0
         self._sleep = sleep or asyncio.sleep
         self._clock = clock
@@ -81,13 +86,20 @@ class Upstream:
     # --- public calls ----------------------------------------------------------------
 
     async def request(
-        self, method: str, path: str, body: bytes | None = None, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        trace: RequestTrace | None = None,
     ) -> UpstreamReply:
         """Send one request, retrying retryable failures; the final reply may still be an error.
-        ``headers`` adds request headers (a native client's ``anthropic-beta``); never credentials."""
+        ``headers`` adds request headers (a native client's ``anthropic-beta``); never credentials.
+        ``trace``: the request's trace, which gets a span per attempt."""
 
-        async def attempt(key: UpstreamKey) -> UpstreamReply:
-            stream = await self._open(method, path, body, key, headers)
+        async def attempt(key: UpstreamKey, span: AttemptTrace | None = None) -> UpstreamReply:
+            stream = await self._open(method, path, body, key, headers, span)
             try:
                 payload = await stream.read_whole(self.config.max_response_bytes)
             except UpstreamRejected:
@@ -99,17 +111,17 @@ class Upstream:
             return self._judge(UpstreamReply(stream.status, stream.headers, payload), key)
 
         with self._admitted():
-            return await self._with_retries(attempt)
+            return await self._with_retries(attempt if trace is None else self._traced(attempt, trace, method, path))
 
     async def open_stream(
-        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None, *, trace: RequestTrace | None = None
     ) -> UpstreamStream | UpstreamReply:
         """Open a streaming request. A successful open returns the live stream, whose first event
         has been checked: an ``error`` event before anything reached the client is retried like an
         error status. An error that survives the retries returns as an ``UpstreamReply``."""
 
-        async def attempt(key: UpstreamKey) -> UpstreamStream | UpstreamReply:
-            stream = await self._open("POST", path, body, key, headers)
+        async def attempt(key: UpstreamKey, span: AttemptTrace | None = None) -> UpstreamStream | UpstreamReply:
+            stream = await self._open("POST", path, body, key, headers, span)
             try:
                 if stream.status == 200:
                     first = await stream.first_event()
@@ -131,7 +143,7 @@ class Upstream:
             return self._judge(reply, key)
 
         with self._admitted() as release:
-            result = await self._with_retries(attempt)
+            result = await self._with_retries(attempt if trace is None else self._traced(attempt, trace, "POST", path))
             if isinstance(result, UpstreamStream):
                 # The stream outlives this call: its slot is released when the stream is closed.
                 result._on_close = release.hand_over()
@@ -153,11 +165,56 @@ class Upstream:
         finally:
             slot.release_unless_handed_over()
 
+    def _traced(
+        self, attempt: Callable[[UpstreamKey, AttemptTrace], Awaitable[_R]], trace: RequestTrace, method: str, path: str
+    ) -> Attempt[_R]:
+        """``attempt``, each call in a CLIENT span of its own (numbered: retries are visible). A
+        stream that opens keeps its span until it is closed."""
+        number = 0
+
+        async def traced(key: UpstreamKey) -> _R:
+            nonlocal number
+            number += 1
+            span = trace.attempt(number, key.label, method, self.base_url, path)
+            try:
+                result = await attempt(key, span)
+            except _Retry as retry:
+                if isinstance(retry.final, ProxyError):
+                    span.failed(retry.final.type, retry.final.message)
+                else:
+                    span.replied(retry.final.status, retry.final.request_id)
+                span.end()
+                raise
+            except ProxyError as error:
+                span.failed(error.type, error.message)
+                span.end()
+                raise
+            except BaseException as error:  # cancelled (the client left, the deadline passed), or a bug
+                span.failed("cancelled" if not isinstance(error, Exception) else type(error).__qualname__, repr(error))
+                span.end()
+                raise
+            span.replied(result.status, result.request_id)
+            if isinstance(result, UpstreamStream):
+                result._trace = span  # ended when the stream is closed
+            else:
+                span.end()
+            return result
+
+        return traced
+
     async def _open(
-        self, method: str, path: str, body: bytes | None, key: UpstreamKey, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        key: UpstreamKey,
+        headers: Mapping[str, str] | None = None,
+        span: AttemptTrace | None = None,
     ) -> UpstreamStream:
         metrics.series(metrics.UPSTREAM_ATTEMPTS, path.partition("?")[0]).inc()
         sent = {**headers, "x-api-key": key.secret} if headers else {"x-api-key": key.secret}
+        if span is not None and span.traceparent is not None:  # the trace goes on upstream, and only that
+            sent["traceparent"] = span.traceparent
         try:
             async with asyncio.timeout(self.config.first_byte_timeout):
                 status, response_headers, chunks, close = await self._backend.open(method, path, body, sent)

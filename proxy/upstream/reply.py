@@ -14,11 +14,15 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.errors import UpstreamRejected
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from proxy.upstream.backends import _TRANSPORT_EXCEPTIONS, map_transport_error
 from proxy.upstream.scrub import Scrubber, StreamScrubber
+
+if TYPE_CHECKING:
+    from proxy.tracing.spans import AttemptTrace
 
 log = logging.getLogger("proxy.upstream")
 
@@ -70,6 +74,7 @@ class UpstreamStream:
     _closed: bool = False
     _ended: bool = False
     _scrubbing: StreamScrubber | None = None
+    _trace: AttemptTrace | None = None  # the attempt's span, ended when the stream is closed
 
     @property
     def request_id(self) -> str | None:
@@ -158,6 +163,8 @@ class UpstreamStream:
             finally:
                 if self._on_close:
                     self._on_close()
+                if self._trace is not None:
+                    self._trace.end()
 
 
 def _too_large(max_bytes: int) -> UpstreamRejected:
