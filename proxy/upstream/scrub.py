@@ -29,6 +29,8 @@ class Scrubber:
         # Longest first, so that a key that contains another is replaced whole.
         self._secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
         self._secret_bytes = [s.encode() for s in self._secrets]
+        # Every byte that occurs in some key, made once: each stream's scrubber shares it.
+        self._key_bytes = frozenset(b"".join(self._secret_bytes))
         url = yarl.URL(base_url) if base_url else None
         self._places: list[str] = []
         if url is not None and url.host:
@@ -55,7 +57,7 @@ class Scrubber:
         return _ADDRESS.sub("the upstream", text)
 
     def stream(self) -> StreamScrubber:
-        return StreamScrubber(self._secret_bytes)
+        return StreamScrubber(self._secret_bytes, self._key_bytes)
 
 
 class StreamScrubber:
@@ -65,11 +67,11 @@ class StreamScrubber:
 
     __slots__ = ("_held", "_key_bytes", "_secrets")
 
-    def __init__(self, secrets: list[bytes]) -> None:
+    def __init__(self, secrets: list[bytes], key_bytes: frozenset[int] | None = None) -> None:
         self._secrets = secrets
         # A chunk whose last byte occurs in no key cannot end with the start of one: the usual case
         # (an SSE chunk ends with a newline), decided without searching.
-        self._key_bytes = frozenset(b"".join(secrets))
+        self._key_bytes = frozenset(b"".join(secrets)) if key_bytes is None else key_bytes
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
