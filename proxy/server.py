@@ -60,32 +60,38 @@ def _draining_handler(stop: Handler, loop: asyncio.AbstractEventLoop, drain_dela
 
 
 class CoalescingTransport:
-    """A transport whose writes within one turn of the event loop leave in one ``send``.
+    """A transport that sends a response's head together with what follows it.
 
     uvicorn writes a response's head and its body separately, each straight to the socket: two
     system calls for every answer, the largest single cost in a profile of the gateway at c32. This
-    holds the writes of one turn (an answer's head and body, or the events a stream relays at once)
-    and sends them together at the end of it, like TCP_CORK. Everything else is the transport's own;
-    closing sends what is held first."""
+    holds a head back until the next write (the body, or a stream's first event), which then leaves
+    with it in one ``send``; a head nothing follows within the turn of the event loop is sent at its
+    end. Only heads wait: a body goes out at once, so nothing done after it (the access line, the
+    metrics) delays the client's last byte. Everything else is the transport's own; closing sends a
+    held head first."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] = []
+        self._held = b""
 
     def write(self, data: bytes) -> None:
-        if not self._held:
+        if self._held:
+            data, self._held = self._held + data, b""
+        elif data.startswith(b"HTTP/") and data.endswith(b"\r\n\r\n"):  # uvicorn writes a head whole
+            self._held = data
             self._loop.call_soon(self._flush)
-        self._held.append(data)
+            return
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def _flush(self) -> None:
         if self._held:
-            data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
-            self._held.clear()
+            held, self._held = self._held, b""
             if not self._transport.is_closing():
-                self._transport.write(data)
+                self._transport.write(held)
 
     def close(self) -> None:
         self._flush()

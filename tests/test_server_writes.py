@@ -1,5 +1,6 @@
-"""The server's writes: what one turn of the event loop writes leaves in one send (an answer's head
-and body together), in order, and nothing held is lost when the connection closes."""
+"""The server's writes: a response's head leaves in one send with what follows it (an answer's
+body, a stream's first event), a body is never held back, and a held head is not lost when nothing
+follows it or the connection closes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from proxy.server import CoalescingTransport
 
 pytestmark = pytest.mark.anyio
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
 
 
 class RecordingTransport:
@@ -33,50 +36,54 @@ class RecordingTransport:
         return self.extra.get(name, default)
 
 
+def coalescing() -> tuple[CoalescingTransport, RecordingTransport]:
+    raw = RecordingTransport()
+    return CoalescingTransport(raw, asyncio.get_running_loop()), raw  # type: ignore[arg-type]
+
+
 async def turn() -> None:
     await asyncio.sleep(0)
 
 
-async def test_a_head_and_body_written_in_one_turn_leave_in_one_send() -> None:
-    raw = RecordingTransport()
-    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+async def test_a_head_and_its_body_leave_in_one_send_and_the_body_at_once() -> None:
+    transport, raw = coalescing()
+    transport.write(HEAD)
+    assert raw.writes == [], "the head waits for the body"
     transport.write(b"{}")
-    assert raw.writes == [], "held until the turn ends"
+    assert raw.writes == [HEAD + b"{}"], "the body is not held: nothing after it delays the client"
     await turn()
-    assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert raw.writes == [HEAD + b"{}"], "and nothing is sent twice"
 
 
-async def test_writes_of_later_turns_leave_separately_and_in_order() -> None:
-    raw = RecordingTransport()
-    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
-    for event in (b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"):
+async def test_a_streams_head_goes_out_at_the_end_of_the_turn_and_events_at_once() -> None:
+    transport, raw = coalescing()
+    transport.write(HEAD)
+    await turn()  # the first event is still on its way from the upstream: the head must not wait for it
+    assert raw.writes == [HEAD]
+    for event in (b"data: 1\n\n", b"data: 2\n\n"):
         transport.write(event)
-        await turn()
-    assert raw.writes == [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]
+    assert raw.writes == [HEAD, b"data: 1\n\n", b"data: 2\n\n"]
 
 
-async def test_closing_sends_what_is_held_first() -> None:
-    raw = RecordingTransport()
-    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+async def test_closing_sends_a_held_head_first() -> None:
+    transport, raw = coalescing()
+    transport.write(HEAD)
     transport.close()
-    assert raw.writes == [b"HTTP/1.1 408 Request Timeout\r\n\r\n"] and raw.closed
+    assert raw.writes == [HEAD] and raw.closed
     await turn()  # the scheduled flush finds nothing left and writes nothing after the close
-    assert len(raw.writes) == 1
+    assert raw.writes == [HEAD]
 
 
 async def test_a_connection_already_closing_is_not_written_to() -> None:
-    raw = RecordingTransport()
-    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
-    transport.write(b"late")
+    transport, raw = coalescing()
+    transport.write(HEAD)
     raw.closed = True  # the client went away meanwhile
     await turn()
+    transport.write(b"late")
     assert raw.writes == []
 
 
 async def test_everything_else_is_the_transports_own() -> None:
-    raw = RecordingTransport()
-    transport = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport, _ = coalescing()
     assert transport.get_extra_info("peername") == ("127.0.0.1", 5000)
     assert transport.is_closing() is False
