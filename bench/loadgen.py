@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -120,6 +121,9 @@ def main() -> None:
         summary = asyncio.run(coro)
     else:
         summary = uvloop.run(coro)
+    # uvloop may leave stdout non-blocking: a summary longer than the pipe's buffer (10,000 stream
+    # durations) would then be cut short. Blocking again, it is written whole.
+    os.set_blocking(sys.stdout.fileno(), True)
     print(MARKER + json.dumps(summary), flush=True)
 
 
