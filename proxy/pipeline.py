@@ -32,13 +32,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy import metrics, tracing
-from proxy.dialects.base import Answer, ChoiceTranslator, Dialect, Endpoint, Inbound, Outbound, StreamTranslator
+from proxy.dialects.base import Answer, Dialect, Endpoint, Inbound, Outbound
 from proxy.disconnect import ClientGone, until_disconnect
 from proxy.errors import ProxyError, UpstreamError
 from proxy.exchange import Exchange, exchange_of
 from proxy.keys import estimate_tokens
 from proxy.sse import SSEDecoder
 from proxy.streaming import EventStreamResponse
+from proxy.translators import ChoiceTranslator, StreamTranslator
 from proxy.upstream import UpstreamReply, UpstreamStream
 
 if TYPE_CHECKING:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute
+
+from proxy.translators import ChoiceTranslator, StreamTranslator
 
 if TYPE_CHECKING:
     from proxy.config import Settings
@@ -74,38 +76,6 @@ class Answer:
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     result: Any = None  # the answer as the dialect built it, for its `keep`
-
-
-class StreamTranslator(Protocol):
-    """One upstream stream → the client's stream (pure)."""
-
-    @property
-    def done(self) -> bool: ...  # the closing bytes have been produced: stop reading
-
-    @property
-    def tokens(self) -> Usage | None: ...  # usage so far
-
-    def feed(self, event: str, data: bytes) -> bytes: ...
-
-    def end(self) -> bytes: ...  # the upstream closed: the closing bytes, or the early-end failure
-
-    def fail(self, error: ProxyError) -> bytes: ...
-
-
-class ChoiceTranslator(Protocol):
-    """n upstream streams, one per choice, → one client stream (pure)."""
-
-    @property
-    def done(self) -> bool: ...
-
-    @property
-    def tokens(self) -> Usage | None: ...
-
-    def feed(self, choice: int, event: str, data: bytes) -> bytes: ...
-
-    def end(self, choice: int) -> bytes: ...
-
-    def fail(self, error: ProxyError) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,14 @@ from typing import Any
 
 import orjson
 
-from proxy.dialects.base import Answer, ChoiceTranslator, Dialect, Endpoint, Inbound, Outbound, StreamTranslator
+from proxy.dialects.base import Answer, Dialect, Endpoint, Inbound, Outbound
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError
 from proxy.translate.chat.request import TranslatedRequest, to_messages_request
 from proxy.translate.chat.response import merge_completions, to_chat_completion
 from proxy.translate.chat.stream import ChoiceStreams
 from proxy.translate.chat.stream import StreamTranslator as ChatStream
 from proxy.translate.errors import from_upstream
+from proxy.translators import ChoiceTranslator, StreamTranslator
 from proxy.upstream import UpstreamReply
 from proxy.usage import Usage
 

@@ -19,10 +19,11 @@ from typing import Any, Final
 
 import orjson
 
-from proxy.dialects.base import Answer, Dialect, Endpoint, Inbound, Outbound, StreamTranslator
+from proxy.dialects.base import Answer, Dialect, Endpoint, Inbound, Outbound
 from proxy.errors import InvalidRequest, ProxyError, UpstreamError, stream_ended_early
 from proxy.translate.checks import invalid_type, requested_model
 from proxy.translate.errors import from_upstream
+from proxy.translators import StreamTranslator
 from proxy.upstream import UpstreamReply
 from proxy.usage import Usage, checked_usage
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from proxy.dialects.base import Answer, Dialect, Endpoint, Inbound, Outbound, StreamTranslator
+from proxy.dialects.base import Answer, Dialect, Endpoint, Inbound, Outbound
 from proxy.dialects.chat import MESSAGES_PATH, serialise
 from proxy.errors import InvalidRequest, NotFound, ProxyError, ServiceUnavailable, UpstreamError
 from proxy.keys.store import StoreError
@@ -39,6 +39,7 @@ from proxy.translate.responses.common import ResponsesRequest
 from proxy.translate.responses.request import to_messages_request
 from proxy.translate.responses.response import to_response
 from proxy.translate.responses.stream import ResponsesStream
+from proxy.translators import StreamTranslator
 from proxy.upstream import UpstreamReply
 from proxy.usage import Usage
 

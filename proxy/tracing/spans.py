@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from proxy.errors import ProxyError
+    from proxy.translators import ChoiceTranslator, StreamTranslator
     from proxy.usage import Usage
 
 CLIENT_GONE: Final = "client_disconnected"
@@ -89,26 +90,6 @@ class Reply(Protocol):  # proxy.upstream.UpstreamReply
     def status(self) -> int: ...
     @property
     def body(self) -> bytes: ...
-
-
-class StreamTranslator(Protocol):  # proxy.dialects.base.StreamTranslator
-    @property
-    def done(self) -> bool: ...
-    @property
-    def tokens(self) -> Usage | None: ...
-    def feed(self, event: str, data: bytes) -> bytes: ...
-    def end(self) -> bytes: ...
-    def fail(self, error: ProxyError) -> bytes: ...
-
-
-class ChoiceTranslator(Protocol):  # proxy.dialects.base.ChoiceTranslator
-    @property
-    def done(self) -> bool: ...
-    @property
-    def tokens(self) -> Usage | None: ...
-    def feed(self, choice: int, event: str, data: bytes) -> bytes: ...
-    def end(self, choice: int) -> bytes: ...
-    def fail(self, error: ProxyError) -> bytes: ...
 
 
 class Tracing:
@@ -305,20 +286,13 @@ def _message(reply: Reply) -> dict[str, Any] | None:
 
 
 class _Watch:
+    """What both watchers pass through unchanged, noting only that the stream has finished."""
+
     finished = False  # the stream reached its end (closing bytes, the early-end failure, or a failure)
     failure: str | None = None  # the error type of an upstream stream that closed before its message ended
 
-    def _ended(self, streamed: genai.StreamedMessage) -> None:
-        if not streamed.message.get("stop_reason"):  # what the translator's end answers with an error
-            self.failure = stream_ended_early().type
-
-
-class _WatchedTranslator(_Watch):
-    """A `StreamTranslator` that also feeds the trace's `StreamedMessage`."""
-
-    def __init__(self, inner: StreamTranslator, streamed: genai.StreamedMessage) -> None:
+    def __init__(self, inner: StreamTranslator | ChoiceTranslator) -> None:
         self._inner = inner
-        self._streamed = streamed
 
     @property
     def done(self) -> bool:
@@ -330,6 +304,24 @@ class _WatchedTranslator(_Watch):
     @property
     def tokens(self) -> Usage | None:
         return self._inner.tokens
+
+    def fail(self, error: ProxyError) -> bytes:
+        self.finished = True
+        return self._inner.fail(error)
+
+    def _ended(self, streamed: genai.StreamedMessage) -> None:
+        if not streamed.message.get("stop_reason"):  # what the translator's end answers with an error
+            self.failure = stream_ended_early().type
+
+
+class _WatchedTranslator(_Watch):
+    """A `StreamTranslator` that also feeds the trace's `StreamedMessage`."""
+
+    _inner: StreamTranslator
+
+    def __init__(self, inner: StreamTranslator, streamed: genai.StreamedMessage) -> None:
+        super().__init__(inner)
+        self._streamed = streamed
 
     def feed(self, event: str, data: bytes) -> bytes:
         if self._streamed.wants(event):
@@ -341,28 +333,15 @@ class _WatchedTranslator(_Watch):
         self._ended(self._streamed)
         return self._inner.end()
 
-    def fail(self, error: ProxyError) -> bytes:
-        self.finished = True
-        return self._inner.fail(error)
-
 
 class _WatchedChoices(_Watch):
     """A `ChoiceTranslator` that also feeds each choice's `StreamedMessage`."""
 
+    _inner: ChoiceTranslator
+
     def __init__(self, inner: ChoiceTranslator, streamed: list[genai.StreamedMessage]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._streamed = streamed
-
-    @property
-    def done(self) -> bool:
-        done = self._inner.done
-        if done:
-            self.finished = True
-        return done
-
-    @property
-    def tokens(self) -> Usage | None:
-        return self._inner.tokens
 
     def feed(self, choice: int, event: str, data: bytes) -> bytes:
         streamed = self._streamed[choice]
@@ -373,10 +352,6 @@ class _WatchedChoices(_Watch):
     def end(self, choice: int) -> bytes:
         self._ended(self._streamed[choice])
         return self._inner.end(choice)
-
-    def fail(self, error: ProxyError) -> bytes:
-        self.finished = True
-        return self._inner.fail(error)
 
 
 # --- upstream attempts -------------------------------------------------------------------
