@@ -15,7 +15,7 @@ Layout (prefix ``claude-proxy:`` unless the URL says ``?prefix=…``):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -31,11 +31,12 @@ from proxy.keys.responses import StoredResponses
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
-    KeyRevoked,
     KeyStore,
     StoreError,
     UsageRow,
+    amended,
     changed,
+    enabled_as,
     month_of,
     next_month_start,
     redact_url,
@@ -172,21 +173,16 @@ class RedisStore(KeyStore):
         return updated
 
     async def set_enabled(self, name: str, enabled: bool) -> ClientKeyRecord:
-        record = await self._require(name)
-        if record.revoked_at is not None:
-            raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
-        if record.enabled == enabled:
-            return record
-        updated = record.model_copy(update={"enabled": enabled})
-        await self._replace_record(updated)
-        return updated
+        return await self._amend(name, lambda record: enabled_as(record, enabled))
 
     async def update_key(self, name: str, changes: Mapping[str, Any]) -> ClientKeyRecord:
+        return await self._amend(name, lambda record: changed(record, changes))
+
+    async def _amend(self, name: str, change: Callable[[ClientKeyRecord], ClientKeyRecord]) -> ClientKeyRecord:
         record = await self._require(name)
-        if record.revoked_at is not None:
-            raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
-        updated = changed(record, changes)
-        await self._replace_record(updated)
+        updated = amended(record, change)
+        if updated is not record:
+            await self._replace_record(updated)
         return updated
 
     # --- usage ---------------------------------------------------------------------------

@@ -35,11 +35,12 @@ from proxy.keys.responses import StoredResponses
 from proxy.keys.store import (
     KeyExists,
     KeyNotFound,
-    KeyRevoked,
     KeyStore,
     StoreError,
     UsageRow,
+    amended,
     changed,
+    enabled_as,
     month_of,
     next_month_start,
 )
@@ -297,25 +298,17 @@ class SQLiteStore(KeyStore):
         return await self._run(True, lambda conn: self._transaction(_present(conn), write))
 
     async def set_enabled(self, name: str, enabled: bool) -> ClientKeyRecord:
-        def write(conn: sqlite3.Connection) -> ClientKeyRecord:
-            record = _require(conn, name)
-            if record.revoked_at is not None:
-                raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
-            if record.enabled == enabled:
-                return record
-            updated = record.model_copy(update={"enabled": enabled})
-            _put(conn, updated)
-            return updated
-
-        return await self._run(True, lambda conn: self._transaction(_present(conn), write))
+        return await self._amend(name, lambda record: enabled_as(record, enabled))
 
     async def update_key(self, name: str, changes: Mapping[str, Any]) -> ClientKeyRecord:
+        return await self._amend(name, lambda record: changed(record, changes))
+
+    async def _amend(self, name: str, change: Callable[[ClientKeyRecord], ClientKeyRecord]) -> ClientKeyRecord:
         def write(conn: sqlite3.Connection) -> ClientKeyRecord:
             record = _require(conn, name)
-            if record.revoked_at is not None:
-                raise KeyRevoked(f"the key {name!r} is revoked; create a new key instead")
-            updated = changed(record, changes)
-            _put(conn, updated)
+            updated = amended(record, change)
+            if updated is not record:
+                _put(conn, updated)
             return updated
 
         return await self._run(True, lambda conn: self._transaction(_present(conn), write))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
@@ -288,6 +288,18 @@ def _redact_param(pair: str) -> str:
 
 
 EDITABLE = frozenset({"models", "rpm", "tpm", "daily_tokens", "monthly_tokens", "expires_at", "metadata"})
+
+
+def enabled_as(record: ClientKeyRecord, enabled: bool) -> ClientKeyRecord:
+    """``record`` enabled or disabled (itself when it already is: nothing to write)."""
+    return record if record.enabled == enabled else record.model_copy(update={"enabled": enabled})
+
+
+def amended(record: ClientKeyRecord, change: Callable[[ClientKeyRecord], ClientKeyRecord]) -> ClientKeyRecord:
+    """``change`` applied to a stored key; a revoked key cannot be changed (`KeyRevoked`)."""
+    if record.revoked_at is not None:
+        raise KeyRevoked(f"the key {record.name!r} is revoked; create a new key instead")
+    return change(record)
 
 
 def changed(record: ClientKeyRecord, changes: Mapping[str, Any]) -> ClientKeyRecord:
