@@ -674,6 +674,58 @@ async def test_spans_are_exported_over_otlp_http_as_the_otel_variables_say(
     assert otlp_attributes(call)["claude_proxy.upstream.key"] == KEY_LABEL
 
 
+async def test_many_requests_batched_on_the_loop_all_reach_the_collector_each_under_its_own_server_span(
+    mock: respx.MockRouter, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = 150  # past two slices of records encoded on the loop, and a remainder left to the thread
+    with Collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+        tracing.install()
+        try:
+            async with app_client(settings(), mock) as client:
+                for _ in range(requests):
+                    assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        finally:
+            tracing.uninstall()
+        received = [span for _, span in collector.spans()]
+    servers = {span.span_id: span for span in received if span.kind == SpanProto.SpanKind.SPAN_KIND_SERVER}
+    calls = [span for span in received if span.kind == SpanProto.SpanKind.SPAN_KIND_CLIENT]
+    assert len(servers) == len(calls) == requests
+    assert sorted(call.parent_span_id for call in calls) == sorted(servers)  # one call under each request
+    assert len({otlp_attributes(s)["claude_proxy.request_id"] for s in servers.values()}) == requests
+
+
+def test_an_ended_request_trace_is_freed_at_once_not_left_to_the_garbage_collector() -> None:
+    """The request's record and its trace refer to each other until the trace ends: a cycle left
+    behind would keep both (and what they hold) until a collection, at every traced request."""
+    import gc
+    from types import SimpleNamespace
+
+    from proxy.exchange import Exchange
+    from proxy.tracing.spans import AttemptTrace, RequestTrace
+
+    tracing.install(InMemorySpanExporter(), batch=False)
+    gc.collect()
+    gc.disable()
+    try:
+        exchange = Exchange(request_id="req_1")
+        request = SimpleNamespace(scope={"method": "POST", "headers": []})
+        where = SimpleNamespace(path="/v1/chat/completions", options={})
+        trace = tracing.start(request, where, exchange, payloads=False)  # type: ignore[arg-type]
+        attempt = trace.attempt(1, "…abcd", "POST", "https://api.anthropic.com", "/v1/messages")
+        attempt.replied(200, "req_up")
+        attempt.end()
+        trace.exit(None, None, None)
+        tracing.CURRENT.set(None)
+        del exchange, trace, attempt
+        left = [o for o in gc.get_objects() if isinstance(o, RequestTrace | AttemptTrace | Exchange)]
+        assert left == []
+    finally:
+        gc.enable()
+        tracing.uninstall()
+
+
 async def test_the_service_is_named_claude_proxy_unless_otel_service_name_says(
     client: httpx.AsyncClient, spans: InMemorySpanExporter
 ) -> None:

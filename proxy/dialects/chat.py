@@ -95,7 +95,7 @@ def _completion(reply: UpstreamReply, created: int) -> tuple[dict[str, Any], Usa
     """The chat.completion for an upstream Message and the tokens it used; a malformed one is the
     upstream's fault (502)."""
     try:
-        message = orjson.loads(reply.body)
+        message = reply.json()
         usage = Usage.from_anthropic(message.get("usage"))  # counts that metering and billing can add up
         return to_chat_completion(message, created=created, usage=usage), usage
     except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:

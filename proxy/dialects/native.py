@@ -77,7 +77,7 @@ class NativeMessages(Dialect):
         usage = None
         if not outbound.hints:  # count_tokens books nothing
             try:
-                counted = message_usage(orjson.loads(reply.body))
+                counted = message_usage(reply.json())
             except orjson.JSONDecodeError:
                 counted = None
             usage = Usage.from_anthropic(counted) if counted else None

@@ -133,7 +133,7 @@ class Responses(Dialect):
         hints: Exchanged = outbound.hints
         (reply,) = replies
         try:
-            message = orjson.loads(reply.body)
+            message = reply.json()
             usage = Usage.from_anthropic(message.get("usage"))
         except (orjson.JSONDecodeError, AttributeError) as exc:
             raise UpstreamError("the upstream API answered with a malformed message") from exc

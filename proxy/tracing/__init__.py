@@ -18,8 +18,10 @@ The modules, each one concept:
     spans.py    the request's and the attempts' spans: what the pipeline and the upstream note
     otlp.py     out of the process: OTLP protobuf, batched on a thread, or any SDK exporter
 
-Spans are recorded by the gateway itself, not as SDK span objects, and encoded to OTLP by its own
-encoder (see ``record`` and ``otlp``: the SDK's would cost more than the request). The SDK still
+Spans are recorded by the gateway itself, not as SDK span objects: a request keeps a small record
+as it is served, whose spans are made and encoded to OTLP by the gateway's own encoder a batch of
+requests at a time (see ``spans``, ``record`` and ``otlp``: the SDK's would cost more than the
+request). The SDK still
 provides the resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``), the OTLP/HTTP client
 (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``..._TRACES_ENDPOINT``, ``..._HEADERS``, ``..._TIMEOUT``,
 ``..._COMPRESSION``, its retries) and the exporter interface. Also read: ``OTEL_TRACES_SAMPLER`` /

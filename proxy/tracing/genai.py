@@ -33,21 +33,40 @@ _PARAMETERS: Final[tuple[tuple[str, str, tuple[type, ...]], ...]] = (
     ("top_k", "gen_ai.request.top_k", (int, float)),
 )
 
+# What a trace keeps of the upstream body until its spans are made: the parameters, as
+# (attribute, value) pairs, and the stop sequences; never the body itself.
+Parameters = tuple[tuple[tuple[str, int | float], ...], tuple[str, ...] | None]
 
-def request_attributes(operation: str, model: str, body: Mapping[str, Any], stream: bool, n: int) -> Attributes:
-    """What the request asked for; ``body`` is the Messages API body the gateway sends."""
-    attributes: Attributes = {
-        "gen_ai.operation.name": operation,
-        "gen_ai.provider.name": PROVIDER,
-        "gen_ai.request.model": model,
-    }
-    for field, name, types in _PARAMETERS:
-        value: Any = body.get(field)
-        if isinstance(value, types) and not isinstance(value, bool):
-            attributes[name] = cast("int | float", value)
+# What a trace keeps of one upstream Message: its id, model and stop reason.
+Replied = tuple[Any, Any, Any]
+
+
+def parameters(body: Mapping[str, Any]) -> Parameters:
+    """The request parameters of ``body``, the Messages API body the gateway sends."""
+    found = tuple(
+        (name, cast("int | float", value))
+        for field, name, types in _PARAMETERS
+        if isinstance(value := body.get(field), types) and not isinstance(value, bool)
+    )
     stops = body.get("stop_sequences")
     if isinstance(stops, list) and stops and all(isinstance(s, str) for s in stops):
-        attributes["gen_ai.request.stop_sequences"] = tuple(stops)
+        return found, tuple(stops)
+    return found, None
+
+
+def model_attributes(operation: str, model: str) -> Attributes:
+    """What every request of ``operation`` on ``model`` shares."""
+    return {"gen_ai.operation.name": operation, "gen_ai.provider.name": PROVIDER, "gen_ai.request.model": model}
+
+
+def request_attributes(requested: Parameters | None, stream: bool, n: int) -> Attributes:
+    """What else the request asked for (``requested``: from `parameters`)."""
+    attributes: Attributes = {}
+    if requested is not None:
+        found, stops = requested
+        attributes.update(found)
+        if stops:
+            attributes["gen_ai.request.stop_sequences"] = stops
     if stream:
         attributes["gen_ai.request.stream"] = True
     if n != 1:
@@ -67,17 +86,23 @@ def usage_attributes(usage: Usage) -> Attributes:
     return attributes
 
 
-def response_attributes(messages: Sequence[Mapping[str, Any]]) -> Attributes:
-    """The upstream's Message per choice: its id and model (the first choice's), and every stop reason."""
+def replied(message: Mapping[str, Any]) -> Replied:
+    """What the response attributes need of an upstream Message."""
+    return message.get("id"), message.get("model"), message.get("stop_reason")
+
+
+def response_attributes(replies: Sequence[Replied]) -> Attributes:
+    """The upstream's Message per choice (from `replied`): its id and model (the first choice's),
+    and every stop reason."""
     attributes: Attributes = {}
-    if not messages:
+    if not replies:
         return attributes
-    first = messages[0]
-    if isinstance(first.get("id"), str):
-        attributes["gen_ai.response.id"] = first["id"]
-    if isinstance(first.get("model"), str):
-        attributes["gen_ai.response.model"] = first["model"]
-    reasons = tuple(m["stop_reason"] for m in messages if isinstance(m.get("stop_reason"), str))
+    response_id, model, _ = replies[0]
+    if isinstance(response_id, str):
+        attributes["gen_ai.response.id"] = response_id
+    if isinstance(model, str):
+        attributes["gen_ai.response.model"] = model
+    reasons = tuple(reason for _, _, reason in replies if isinstance(reason, str))
     if reasons:
         attributes["gen_ai.response.finish_reasons"] = reasons
     return attributes

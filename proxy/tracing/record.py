@@ -1,11 +1,12 @@
-"""What a span is while it is recorded, the W3C context it carries and the sampling decision:
-plain Python, no OpenTelemetry import.
+"""What a finished span is, the W3C context it carries and the sampling decision: plain Python, no
+OpenTelemetry import.
 
 The gateway records its spans itself rather than through the SDK's span objects: an SDK span (its
 locked, validated attribute store, its processors, its context objects) costs a request about a
 third of what the gateway itself spends serving it, which tracing at 100 % sampling cannot afford.
-A `SpanRecord` is a slotted object with a plain attribute dict; `proxy.tracing.otlp` encodes
-finished ones to OTLP in a background thread, or hands them to any SDK exporter as SDK spans.
+A `SpanRecord` is a slotted object with a plain attribute dict, made on the export thread from a
+request's record (`proxy.tracing.spans`); `proxy.tracing.otlp` encodes it to OTLP, or hands it to
+any SDK exporter as an SDK span.
 
 Sampling follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` as the SDK does, for the
 standard samplers: ``always_on``, ``always_off``, ``traceidratio``, ``parentbased_always_on``
@@ -57,8 +58,22 @@ def parse_traceparent(value: str | None) -> Parent | None:
     return Parent(trace_id, span_id, bool(int(match[4], 16) & SAMPLED))
 
 
+class SharedAttributes:
+    """Attributes that many spans carry alike (an upstream target's, a route's and model's): made
+    once, and encoded once (``encoded``, by the OTLP encoder)."""
+
+    __slots__ = ("attributes", "encoded")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+        self.encoded: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"SharedAttributes({self.attributes!r})"
+
+
 class SpanRecord:
-    """One span being recorded; `end` hands it to the exporter."""
+    """One finished span: ``shared`` attributes (if any), then its own."""
 
     __slots__ = (
         "attributes",
@@ -70,6 +85,7 @@ class SpanRecord:
         "name",
         "parent_id",
         "parent_remote",
+        "shared",
         "span_id",
         "start_ns",
         "status",
@@ -77,24 +93,35 @@ class SpanRecord:
     )
 
     def __init__(
-        self, name: str, kind: int, trace_id: int, parent_id: int, attributes: dict[str, Any], remote: bool = False
+        self,
+        name: str,
+        kind: int,
+        trace_id: int,
+        parent_id: int,
+        attributes: dict[str, Any],
+        remote: bool = False,
+        *,
+        span_id: int = 0,
+        start_ns: int = 0,
+        shared: SharedAttributes | None = None,
     ) -> None:
         self.name = name
         self.kind = kind
         self.trace_id = trace_id
-        self.span_id = _getrandbits(64) or 1
+        self.span_id = span_id or new_span_id()
         self.parent_id = parent_id  # 0: a root span
         self.parent_remote = remote
-        self.flags = SAMPLED
-        self.start_ns = time.time_ns()
+        self.flags = SAMPLED  # only sampled spans are recorded
+        self.start_ns = start_ns or time.time_ns()
         self.end_ns = 0
         self.attributes = attributes
+        self.shared = shared
         self.events: list[tuple[str, int, dict[str, Any]]] = []
         self.status = UNSET
         self.description = ""
 
-    def traceparent(self) -> str:
-        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"
+    def all_attributes(self) -> dict[str, Any]:
+        return {**self.shared.attributes, **self.attributes} if self.shared is not None else dict(self.attributes)
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         self.events.append((name, time.time_ns(), attributes))
@@ -106,6 +133,10 @@ class SpanRecord:
 
 def new_trace_id() -> int:
     return _getrandbits(128) or 1
+
+
+def new_span_id() -> int:
+    return _getrandbits(64) or 1
 
 
 # --- sampling -----------------------------------------------------------------------------

@@ -14,7 +14,9 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from proxy.errors import UpstreamRejected
 from proxy.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from proxy.tracing.spans import AttemptTrace
 
 log = logging.getLogger("proxy.upstream")
+_UNPARSED: Any = object()
 
 # An error body is read only to tell the client what went wrong; cap it so a huge HTML page cannot.
 MAX_ERROR_BODY = 64 * 1024
@@ -46,10 +49,18 @@ class UpstreamReply:
     body: bytes
     elapsed: float = 0.0
     attempts: int = 1
+    _parsed: Any = field(default=_UNPARSED, repr=False, compare=False)
 
     @property
     def request_id(self) -> str | None:
         return _safe_request_id(self.headers)
+
+    def json(self) -> Any:
+        """The body as JSON, parsed once: the dialect's answer and the request's trace both read
+        it. A body that is not JSON raises ``orjson.JSONDecodeError`` each time."""
+        if self._parsed is _UNPARSED:
+            self._parsed = orjson.loads(self.body)
+        return self._parsed
 
 
 @dataclass(slots=True)
