@@ -144,7 +144,6 @@ class RequestTrace:
         "_attempts",
         "_exchange",
         "_payloads",
-        "_status",
         "_streamed",
         "_tracing",
         "_watching",
@@ -184,7 +183,6 @@ class RequestTrace:
         self._tracing = tracing
         self._exchange: Record | None = exchange  # until `exit`
         self._payloads = payloads
-        self._status: int | None = None
         self._streamed: list[genai.StreamedMessage] = []
         self._watching: _Watch | None = None
         self._attempts: list[AttemptTrace] = []
@@ -259,7 +257,7 @@ class RequestTrace:
             self.first_token_ns = time.time_ns()
 
     def answered(self, status: int) -> None:
-        self._status = status
+        self.status = status
 
     def attempt(self, number: int, key: str, method: str, base_url: str, path: str) -> AttemptTrace:
         """The CLIENT span of one upstream attempt, a child of this request's span."""
@@ -291,7 +289,7 @@ class RequestTrace:
         # it here leaves no cycle, so both are freed as the request ends rather than by the
         # collector.
         exchange, self._exchange = self._exchange, None
-        if self.recording and exchange is not None and not self.exported:
+        if self.recording and exchange is not None:  # exchange: None once ended
             self._end(exchange, error)
             self.exported = True
             self._tracing.export.add(self)
@@ -304,10 +302,9 @@ class RequestTrace:
         self.key_name = exchange.key_name  # the name, never the secret
         self.usage = exchange.usage
         self.attempts = exchange.attempts
-        status = self._status
-        if exchange.answered_by_server is not None:
-            status = exchange.answered_by_server[0]
-        self.status = status
+        if exchange.answered_by_server is not None:  # what the client got, when the server answered it
+            self.status = exchange.answered_by_server[0]
+        status = self.status
         if error is not None:  # nothing answered: the request was cancelled, or a bug
             kind = type(error).__qualname__ if isinstance(error, Exception) else "cancelled"
             self.error = (kind, repr(error), True)
