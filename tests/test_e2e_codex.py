@@ -116,7 +116,9 @@ def responses_requests(log_path: Path, count: int) -> list[dict[str, Any]]:
     """The access lines of the first ``count`` POST /v1/responses, once the log writer wrote them."""
 
     def written() -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        # Whole lines only: the writer may be part-way through a long one (a payload line) as we read.
+        complete = log_path.read_text().rpartition("\n")[0]
+        lines = [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
         found = [line for line in lines if line.get("path") == "/v1/responses" and line.get("method") == "POST"]
         return found if len(found) >= count else []
 
